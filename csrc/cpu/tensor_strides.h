@@ -1,0 +1,16 @@
+// Element strides of a 4-D tensor, so that one kernel serves NCHW, channels_last and views.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace dsconv_ext {
+namespace cpu {
+
+struct Strides4 {
+  int64_t n, c, h, w;
+  explicit Strides4(const at::Tensor& t)
+      : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+};
+
+}  // namespace cpu
+}  // namespace dsconv_ext

@@ -1,0 +1,139 @@
+"""The public functional ops. They check their arguments (errors name the argument and what
+was expected), normalise the convolution geometry, resolve the backend once, and call the
+registered custom ops in ``dsconv_ext.ops``.
+
+All three follow ``F.conv2d(x, w, b, stride, padding, dilation, groups=C)``: ``padding`` is an
+int, a pair, ``"same"``, ``"valid"`` or ``(top, bottom, left, right)``; the output keeps x's
+memory format (NCHW or channels_last).
+"""
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import ops  # noqa: F401  (registers torch.ops.dsconv_ext.*)
+from .backends import resolve_backend
+from .conv_args import ConvArgs, Padding, check_companion, check_finite, check_input, pair
+from .families import dog
+
+
+def _check_geometry(x: Tensor, kernel_size, stride, padding, dilation) -> ConvArgs:
+    args = ConvArgs(kernel_size, stride, padding, dilation)
+    args.check_input_size(x.shape[2], x.shape[3])
+    return args
+
+
+def _check_bias(x: Tensor, bias: Optional[Tensor], same_dtype: bool) -> None:
+    if bias is not None:
+        check_companion(x, bias, "bias", (x.shape[1],), same_dtype=same_dtype)
+
+
+def depthwise_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Padding = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    backend: str = "auto",
+) -> Tensor:
+    """Depthwise convolution with explicit filters.
+
+    Args:
+        x: ``[N, C, H, W]`` (NCHW or channels_last; fp32, fp16, bf16, fp64).
+        weight: ``[C, 1, kh, kw]``, same dtype and device as x.
+        bias: ``[C]`` or None.
+    Returns:
+        ``[N, C, H', W']``, equal to ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
+    """
+    check_input(x)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight: expected a 4-D tensor [C, 1, kh, kw], got shape {list(weight.shape)}")
+    channels = x.shape[1]
+    check_companion(x, weight, "weight", (channels, 1, weight.shape[2], weight.shape[3]), same_dtype=True)
+    _check_bias(x, bias, same_dtype=True)
+    args = _check_geometry(x, weight.shape[2:], stride, padding, dilation)
+    return torch.ops.dsconv_ext.depthwise_conv2d(
+        x, weight, bias, list(args.stride), args.padding, list(args.dilation), resolve_backend(backend, x.device.type)
+    )
+
+
+def dog_conv2d(
+    x: Tensor,
+    params: Tensor,
+    kernel_size: Union[int, Sequence[int]],
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Padding = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    profile: str = "integrated",
+    backend: str = "auto",
+) -> Tensor:
+    """Depthwise convolution with DoG-jet filters generated inside the op.
+
+    Args:
+        x: ``[N, C, H, W]``.
+        params: ``[C, 10]`` (layout in dsconv_ext.families.dog), any float dtype on x's device;
+            filters are generated in fp32 (fp64 for fp64 params) and cast to x's dtype.
+        kernel_size: int or (kh, kw).
+        bias: ``[C]`` or None (cast to x's dtype).
+        profile: ``"integrated"`` (pixel-integrated Gaussians) or ``"sampled"``.
+    Returns:
+        ``[N, C, H', W']``.
+    """
+    check_input(x)
+    check_companion(x, params, "params", (x.shape[1], dog.NUM_PARAMS), same_dtype=False)
+    check_finite(params, "params")
+    dog.check_profile(profile)
+    _check_bias(x, bias, same_dtype=False)
+    args = _check_geometry(x, pair(kernel_size, "kernel_size", 1), stride, padding, dilation)
+    return torch.ops.dsconv_ext.dog_conv2d(
+        x, params, list(args.kernel_size), bias, list(args.stride), args.padding, list(args.dilation),
+        profile, resolve_backend(backend, x.device.type),
+    )
+
+
+def bank_conv2d(
+    x: Tensor,
+    bank: Tensor,
+    coeffs: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Padding = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    offset: Optional[Tensor] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Depthwise convolution with filters ``w_c = sum_m coeffs[c, m] bank[m] (+ offset[c])``
+    generated inside the op.
+
+    Args:
+        x: ``[N, C, H, W]``.
+        bank: ``[M, kh, kw]`` (a buffer, or trainable: its gradient is computed when it
+            requires grad).
+        coeffs: ``[C, M]``.
+        bias, offset: ``[C]`` or None.
+    Returns:
+        ``[N, C, H', W']``.
+    """
+    check_input(x)
+    if not isinstance(bank, Tensor):
+        raise TypeError(f"bank: expected a torch.Tensor [M, kh, kw], got {type(bank).__name__}")
+    if bank.dim() != 3:
+        raise ValueError(f"bank: expected a 3-D tensor [M, kh, kw], got shape {list(bank.shape)}")
+    check_companion(x, bank, "bank", tuple(bank.shape), same_dtype=False)
+    check_companion(x, coeffs, "coeffs", (x.shape[1], bank.shape[0]), same_dtype=False)
+    check_finite(coeffs, "coeffs")
+    check_finite(bank, "bank")
+    if offset is not None:
+        check_companion(x, offset, "offset", (x.shape[1],), same_dtype=False)
+        check_finite(offset, "offset")
+    _check_bias(x, bias, same_dtype=False)
+    args = _check_geometry(x, bank.shape[1:], stride, padding, dilation)
+    return torch.ops.dsconv_ext.bank_conv2d(
+        x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation),
+        resolve_backend(backend, x.device.type),
+    )
