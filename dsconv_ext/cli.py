@@ -1,26 +1,27 @@
-"""The ``dsconv-ext`` command."""
+"""The ``dsconv-ext`` command: one sub-command per module in ``dsconv_ext.commands``."""
 
 import argparse
+import importlib
+import pkgutil
 import sys
+
+from . import commands
+
+
+def _command_modules():
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="dsconv-ext", description="dsconv_ext: depthwise convolution tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="a short tour: correctness and speed of the ops, the modules")
-    demo.add_argument("--quick", action="store_true", help="smaller batch, fewer repeats")
-    commands.add_parser("backends", help="list the backends available in this install")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    runners = {}
+    for module in _command_modules():
+        module.add_arguments(subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP))
+        runners[module.NAME] = module.run
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        from .demo import run_demo
-
-        run_demo(quick=args.quick)
-    elif args.command == "backends":
-        from . import available_backends
-
-        print(" ".join(available_backends()))
-    return 0
+    return runners[args.command](args)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def reference_backward(grad_out, x, weight, stride, padding, dilation, need_inpu
         grad_x = grad_x.contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
     else:
         grad_x = x.new_empty(0)
-    grad_w = grad_w.to(acc) if need_weight else empty
+    grad_w = grad_w.to(acc).contiguous() if need_weight else empty
     grad_b = grad_out.sum((0, 2, 3), dtype=acc) if need_bias else empty
     return grad_x, grad_w, grad_b
 
