@@ -8,14 +8,14 @@
 TORCH_LIBRARY_FRAGMENT(dsconv_ext, m) {
   m.def("_cpu_depthwise_forward(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
         "int[2] dilation, bool channels_last) -> Tensor");
-  m.def("_cpu_depthwise_backward_input(Tensor grad_out, Tensor weight, int[4] input_size, int[2] stride, "
-        "int[4] padding, int[2] dilation, bool channels_last) -> Tensor");
-  m.def("_cpu_depthwise_backward_weight(Tensor grad_out, Tensor x, int[2] kernel_size, int[2] stride, "
-        "int[4] padding, int[2] dilation, bool compute_bias) -> (Tensor, Tensor)");
+  m.def("_cpu_depthwise_backward(Tensor grad_out, Tensor x, Tensor weight, int[2] stride, int[4] padding, "
+        "int[2] dilation, bool need_input, bool need_weight, bool need_bias, bool channels_last) "
+        "-> (Tensor, Tensor, Tensor)");
+  // No tensor arguments, so a catch-all kernel rather than a CPU one.
+  m.def("_cpu_fma_throughput(int iterations) -> float", &dsconv_ext::cpu::fma_throughput);
 }
 
 TORCH_LIBRARY_IMPL(dsconv_ext, CPU, m) {
   m.impl("_cpu_depthwise_forward", &dsconv_ext::cpu::depthwise_forward);
-  m.impl("_cpu_depthwise_backward_input", &dsconv_ext::cpu::depthwise_backward_input);
-  m.impl("_cpu_depthwise_backward_weight", &dsconv_ext::cpu::depthwise_backward_weight);
+  m.impl("_cpu_depthwise_backward", &dsconv_ext::cpu::depthwise_backward);
 }

@@ -111,10 +111,12 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
-def empty_output(x: torch.Tensor, args_kernel_size, stride, padding, dilation) -> torch.Tensor:
-    """An uninitialised output with the op's shape and layout (used by the fake kernels)."""
-    geometry = ConvArgs(args_kernel_size, stride, list(padding), dilation)
-    out_h, out_w = geometry.output_hw(x.shape[2], x.shape[3])
+def empty_output(x: torch.Tensor, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """An uninitialised output with the op's shape and layout (used by the fake kernels).
+    Plain arithmetic, so symbolic sizes (dynamic shapes under torch.compile) work too."""
+    (kh, kw), (top, bottom, left, right) = kernel_size, padding
+    out_h = (x.shape[2] + top + bottom - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (x.shape[3] + left + right - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     return torch.empty(
         (x.shape[0], x.shape[1], out_h, out_w), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)
     )

@@ -18,6 +18,7 @@ def depthwise_conv2d_reference(
 ) -> torch.Tensor:
     """x ``[N, C, H, W]``, weight ``[C, 1, kh, kw]``, bias ``[C]`` -> ``[N, C, H', W']``."""
     args = ConvArgs(weight.shape[2:], stride, padding, dilation)
+    args.check_input_size(x.shape[2], x.shape[3])
     top, bottom, left, right = args.padding
     return F.conv2d(F.pad(x, [left, right, top, bottom]), weight, bias, args.stride, 0, args.dilation, x.shape[1])
 

@@ -1,13 +1,20 @@
-// Depthwise 2-D convolution on CPU: forward, grad-input and grad-weight.
+// Depthwise 2-D convolution on CPU: forward, and one backward pass for grad-input,
+// grad-weight and grad-bias.
 //
 // Tensors follow F.conv2d(groups=C): x [N, C, H, W] with any strides (NCHW, channels_last,
 // non-contiguous views), weight [C, 1, kh, kw], bias [C]. padding is (top, bottom, left, right).
 // Accumulation is in at::opmath_type (fp32 for fp32/bf16/fp16, fp64 for fp64).
+//
+// Two layouts of work: channels_last inputs (unit channel stride) are vectorised over channels
+// (depthwise_channels_last.cpp); everything else one (n, c) plane at a time, vectorised along
+// the width (depthwise_planes.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <tuple>
+
+#include "../conv_geometry.h"
 
 namespace dsconv_ext {
 namespace cpu {
@@ -17,20 +24,32 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,
                              const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last);
 
-// Returns grad_x [N, C, H, W] (input_size) in x's layout.
-at::Tensor depthwise_backward_input(const at::Tensor& grad_out, const at::Tensor& weight,
-                                    at::IntArrayRef input_size, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation,
-                                    bool channels_last);
+// Returns (grad_x [N, C, H, W] in x's dtype and layout, grad_weight [C, 1, kh, kw] and
+// grad_bias [C] in the accumulation dtype); each is an empty tensor when not asked for.
+// grad_weight / grad_bias are reduced in a fixed order that depends only on the shape: bitwise
+// repeatable, whatever the thread count.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool need_input, bool need_weight, bool need_bias,
+    bool channels_last);
 
-// Returns (grad_weight [C, 1, kh, kw], grad_bias [C]) in the accumulation dtype (fp32, or fp64
-// for fp64 input), so that family ops can chain-rule into their parameters without a round
-// trip through bf16. Each (channel, tap) is reduced by one thread in a fixed order over
-// (n, oh, ow): the result is bitwise repeatable and independent of the thread count.
-// grad_bias is empty when compute_bias is false.
-std::tuple<at::Tensor, at::Tensor> depthwise_backward_weight(
-    const at::Tensor& grad_out, const at::Tensor& x, at::IntArrayRef kernel_size,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool compute_bias);
+// Fused multiply-adds per second on fp32 vectors over all intra-op threads (a peak to compare
+// kernels against); `iterations` sets the run length.
+double fma_throughput(int64_t iterations);
+
+// Layout-specific kernels. w_acc is the filter [C, kh*kw] in the accumulation dtype; w_t the
+// filter transposed to [kh*kw, C_padded] with zero padding up to a whole number of vectors;
+// bias_acc is [C] (planes) or [C_padded] (channels_last), or undefined. Outputs not wanted are
+// passed undefined.
+void forward_planes_dispatch(const at::Tensor& x, const at::Tensor& w_acc, const at::Tensor& bias_acc,
+                             at::Tensor& y, const ConvGeometry& g);
+void backward_planes_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_acc,
+                              at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g);
+void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias_acc,
+                                    at::Tensor& y, const ConvGeometry& g);
+void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t,
+                                     at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b,
+                                     const ConvGeometry& g);
 
 }  // namespace cpu
 }  // namespace dsconv_ext

@@ -15,12 +15,15 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .._native import has_native_op
 from ..conv_args import is_channels_last
+from ..families import dog
 
 Tensor = torch.Tensor
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 for fp64, else fp32: the dtype of sums, filter gradients and generated filters."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -46,7 +49,6 @@ def reference_backward(grad_out, x, weight, stride, padding, dilation, need_inpu
         [need_input, need_weight, False],
     )
     acc = accumulation_dtype(x.dtype)
-    empty = x.new_empty(0, dtype=acc)
     if need_input:
         if explicit_pad:
             top, left = padding[0], padding[2]
@@ -54,8 +56,9 @@ def reference_backward(grad_out, x, weight, stride, padding, dilation, need_inpu
         grad_x = grad_x.contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
     else:
         grad_x = x.new_empty(0)
-    grad_w = grad_w.to(acc).contiguous() if need_weight else empty
-    grad_b = grad_out.sum((0, 2, 3), dtype=acc) if need_bias else empty
+    # Outputs of a custom op may not alias each other: separate empty tensors.
+    grad_w = grad_w.to(acc).contiguous() if need_weight else x.new_empty(0, dtype=acc)
+    grad_b = grad_out.sum((0, 2, 3), dtype=acc) if need_bias else x.new_empty(0, dtype=acc)
     return grad_x, grad_w, grad_b
 
 
@@ -64,21 +67,9 @@ def cpu_forward(x, weight, bias, stride, padding, dilation, channels_last: bool)
 
 
 def cpu_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias):
-    ops = torch.ops.dsconv_ext
-    acc = accumulation_dtype(x.dtype)
-    if need_input:
-        grad_x = ops._cpu_depthwise_backward_input(
-            grad_out, weight, list(x.shape), stride, padding, dilation, is_channels_last(x)
-        )
-    else:
-        grad_x = x.new_empty(0)
-    empty = x.new_empty(0, dtype=acc)
-    if need_weight:
-        kernel_size = [weight.shape[2], weight.shape[3]]
-        return (grad_x,) + tuple(
-            ops._cpu_depthwise_backward_weight(grad_out, x, kernel_size, stride, padding, dilation, need_bias)
-        )
-    return grad_x, empty, (grad_out.sum((0, 2, 3), dtype=acc) if need_bias else empty)
+    return torch.ops.dsconv_ext._cpu_depthwise_backward(
+        grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, is_channels_last(x)
+    )
 
 
 FORWARD = {"reference": reference_forward, "cpu": cpu_forward}
@@ -93,3 +84,31 @@ def run_backward(
     backend: str, grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias
 ) -> Tuple[Tensor, Tensor, Tensor]:
     return BACKWARD[backend](grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias)
+
+
+# DoG-jet synthesis and its chain rule: the cpu backend has them in C++ (one call per op call,
+# a few microseconds); every other backend uses the PyTorch reference in families/dog.py.
+def dog_filters(backend: str, params: Tensor, kernel_size: List[int], profile: str) -> Tensor:
+    """``params [C, 10]`` -> filters ``[C, kh, kw]`` in fp32 (fp64 for fp64 params)."""
+    if backend == "cpu":
+        return torch.ops.dsconv_ext._cpu_dog_filters(params, kernel_size, profile)
+    return dog.dog_filters(params.to(accumulation_dtype(params.dtype)), kernel_size, profile)
+
+
+def dog_filters_vjp(backend: str, params: Tensor, grad_filters: Tensor, kernel_size: List[int], profile: str) -> Tensor:
+    """``grad_filters [C, kh, kw]`` -> ``grad_params [C, 10]`` in params' dtype."""
+    if backend == "cpu":
+        return torch.ops.dsconv_ext._cpu_dog_filters_backward(params, grad_filters, kernel_size, profile)
+    wide = params.to(accumulation_dtype(params.dtype))
+    return dog.dog_filters_vjp(wide, grad_filters, kernel_size, profile).to(params.dtype)
+
+
+if has_native_op("_cpu_dog_filters"):
+    # Fake kernels, so torch.compile can trace the backward formulas that call these.
+    @torch.library.register_fake("dsconv_ext::_cpu_dog_filters")
+    def _(params, kernel_size, profile):
+        return params.new_empty((params.shape[0], *kernel_size), dtype=accumulation_dtype(params.dtype))
+
+    @torch.library.register_fake("dsconv_ext::_cpu_dog_filters_backward")
+    def _(params, grad_filters, kernel_size, profile):
+        return torch.empty_like(params)

@@ -62,11 +62,10 @@ def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, n
     grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     grad_w = torch.empty(weight.shape, dtype=acc, device=x.device)
     grad_b = torch.empty(weight.shape[0], dtype=acc, device=x.device)
-    empty = x.new_empty(0, dtype=acc)
     return (
         grad_x if need_input else x.new_empty(0),
-        grad_w if need_weight else empty,
-        grad_b if need_bias else empty,
+        grad_w if need_weight else x.new_empty(0, dtype=acc),
+        grad_b if need_bias else x.new_empty(0, dtype=acc),
     )
 
 

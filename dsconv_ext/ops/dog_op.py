@@ -7,20 +7,13 @@ import torch
 from torch import Tensor
 
 from ..conv_args import empty_output
-from ..families import dog
-from .backend_kernels import run_forward
+from .backend_kernels import dog_filters, dog_filters_vjp, run_forward
 from .depthwise_op import backward_filter_grads, save_geometry
 
 
-def synthesis_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Filters are generated in fp32 at least (fp64 for fp64 parameters)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def dog_weight(params: Tensor, kernel_size: List[int], profile: str, dtype: torch.dtype) -> Tensor:
+def dog_weight(backend: str, params: Tensor, kernel_size: List[int], profile: str, dtype: torch.dtype) -> Tensor:
     """``[C, 1, kh, kw]`` filters in ``dtype`` from ``params [C, 10]``."""
-    filters = dog.dog_filters(params.to(synthesis_dtype(params.dtype)), kernel_size, profile)
-    return filters.to(dtype).unsqueeze(1)
+    return dog_filters(backend, params, kernel_size, profile).to(dtype).unsqueeze(1)
 
 
 @torch.library.custom_op("dsconv_ext::dog_conv2d", mutates_args=())
@@ -36,7 +29,7 @@ def dog_conv2d_op(
     backend: str,
 ) -> Tensor:
     """x ``[N, C, H, W]``, params ``[C, 10]``, bias ``[C]`` -> y ``[N, C, H', W']``."""
-    weight = dog_weight(params, kernel_size, profile, x.dtype)
+    weight = dog_weight(backend, params, kernel_size, profile, x.dtype)
     bias = bias.to(x.dtype) if bias is not None else None
     return run_forward(backend, x, weight, bias, stride, padding, dilation)
 
@@ -57,12 +50,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     x, params = ctx.saved_tensors
     need_x, need_p, _, need_b = ctx.needs_input_grad[:4]
-    weight = dog_weight(params, ctx.kernel_size, ctx.profile, x.dtype)
+    weight = dog_weight(ctx.backend, params, ctx.kernel_size, ctx.profile, x.dtype)
     grad_x, grad_w, grad_b = backward_filter_grads(ctx, grad_out, x, weight, need_x, need_p, need_b)
     grad_params = None
     if need_p:
-        wide = params.to(synthesis_dtype(params.dtype))
-        grad_params = dog.dog_filters_vjp(wide, grad_w[:, 0], ctx.kernel_size, ctx.profile).to(params.dtype)
+        grad_params = dog_filters_vjp(ctx.backend, params, grad_w[:, 0], ctx.kernel_size, ctx.profile)
     return (
         grad_x if need_x else None,
         grad_params,

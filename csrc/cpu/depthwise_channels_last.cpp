@@ -1,0 +1,300 @@
+// channels_last depthwise convolution: vectorised over channels (the contiguous axis), with a
+// register tile of kTile output pixels along the row so each filter vector is loaded once per
+// tile. Interior tiles run without bounds checks; border tiles check each tap.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "../conv_geometry.h"
+#include "depthwise_cpu.h"
+#include "tensor_strides.h"
+#include "vec_io.h"
+
+namespace dsconv_ext {
+namespace cpu {
+namespace {
+
+constexpr int kTile = 8;
+
+// A gather along rows: out(r, q) = bias + sum_{i,j} w[i,j] * src(r * row_step + row_offset[i],
+// q * col_step + col_offset[j]), src taken as zero outside [0, src_h) x [0, src_w).
+// Forward: steps = stride, offsets = tap * dilation - pad. grad-input at stride 1: steps = 1,
+// offsets = pad - tap * dilation (the flipped filter).
+struct Gather {
+  int64_t src_h, src_w, out_h, out_w, kernel_h, kernel_w, row_step, col_step;
+  std::vector<int64_t> row_offset, col_offset;
+  int64_t col_offset_min, col_offset_max;
+
+  void finish() {
+    col_offset_min = *std::min_element(col_offset.begin(), col_offset.end());
+    col_offset_max = *std::max_element(col_offset.begin(), col_offset.end());
+  }
+};
+
+template <typename scalar_t, bool kPartial>
+inline at::vec::Vectorized<at::opmath_type<scalar_t>> load_channels(const scalar_t* p, int64_t count) {
+  if constexpr (kPartial) return VecIO<scalar_t>::load_partial(p, count);
+  else return VecIO<scalar_t>::load(p);
+}
+
+// One tile of kTile output pixels (n, r, q0 ..) for channels [c0, c0 + count), accumulators in
+// registers. Border tiles point taps that fall outside the source at a zero vector, so the
+// loops keep compile-time bounds either way.
+template <typename scalar_t, bool kPartial, bool kBorder>
+inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
+                        int64_t c_stride_w, const at::vec::Vectorized<at::opmath_type<scalar_t>>& bias_v,
+                        int64_t r, int64_t q0, int64_t c0, int64_t count, at::vec::Vectorized<at::opmath_type<scalar_t>>* out) {
+  using Vec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
+  alignas(64) static const scalar_t zeros[64] = {};
+  Vec acc[kTile];
+  for (int t = 0; t < kTile; ++t) acc[t] = bias_v;
+  for (int64_t i = 0; i < ga.kernel_h; ++i) {
+    const int64_t sr = r * ga.row_step + ga.row_offset[i];
+    if (sr < 0 || sr >= ga.src_h) continue;
+    const scalar_t* src_row = src_n + sr * ss.h;
+    for (int64_t j = 0; j < ga.kernel_w; ++j) {
+      const Vec wv = Vec::loadu(w_t + (i * ga.kernel_w + j) * c_stride_w + c0);
+      const int64_t base = q0 * ga.col_step + ga.col_offset[j];
+      for (int t = 0; t < kTile; ++t) {
+        const int64_t sc = base + t * ga.col_step;
+        const scalar_t* p = src_row + sc * ss.w;
+        if constexpr (kBorder) p = (sc >= 0 && sc < ga.src_w) ? p : zeros;
+        acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(p, count), wv, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < kTile; ++t) out[t] = acc[t];
+}
+
+// One output row (n, r) for channels [c0, c0 + count).
+template <typename scalar_t, bool kPartial>
+void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
+                int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
+                int64_t n, int64_t r, int64_t c0, int64_t count) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec bias_v = bias ? Vec::loadu(bias + c0) : Vec(acc_t(0));
+  const scalar_t* src_n = src + n * ss.n + c0;
+  Vec result[kTile];
+  for (int64_t q0 = 0; q0 < ga.out_w; q0 += kTile) {
+    const int64_t tile = std::min<int64_t>(kTile, ga.out_w - q0);
+    const bool interior = q0 * ga.col_step + ga.col_offset_min >= 0 &&
+                          (q0 + kTile - 1) * ga.col_step + ga.col_offset_max < ga.src_w;
+    if (interior)
+      gather_tile<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
+    else
+      gather_tile<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
+    scalar_t* out_px = out + n * os.n + r * os.h + q0 * os.w + c0;
+    for (int t = 0; t < tile; ++t) {
+      if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * os.w, result[t], count);
+      else VecIO<scalar_t>::store(out_px + t * os.w, result[t]);
+    }
+  }
+}
+
+template <typename scalar_t>
+void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
+                 int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
+                 int64_t batch, int64_t channels) {
+  constexpr int64_t V = VecIO<scalar_t>::kWidth;
+  at::parallel_for(0, batch * ga.out_h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / ga.out_h, r = task % ga.out_h;
+      int64_t c0 = 0;
+      for (; c0 + V <= channels; c0 += V)
+        gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, V);
+      if (c0 < channels)
+        gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, channels - c0);
+    }
+  });
+}
+
+// grad-input at stride > 1: each input pixel gathers the taps whose output position is on the
+// strided grid; vectorised over channels, no tile.
+template <typename scalar_t>
+void grad_input_strided(const ConvGeometry& g, const scalar_t* gy, Strides4 gs, const at::opmath_type<scalar_t>* w_t,
+                        int64_t c_stride_w, scalar_t* gx, Strides4 xs) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  at::parallel_for(0, g.batch * g.in_h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.in_h, ih = task % g.in_h;
+      for (int64_t iw = 0; iw < g.in_w; ++iw) {
+        for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
+          const int64_t count = std::min<int64_t>(V, g.channels - c0);
+          Vec acc(acc_t(0));
+          for (int64_t i = 0; i < g.kernel_h; ++i) {
+            const int64_t th = ih + g.pad_top - i * g.dilation_h;
+            if (th < 0 || th % g.stride_h != 0 || th / g.stride_h >= g.out_h) continue;
+            for (int64_t j = 0; j < g.kernel_w; ++j) {
+              const int64_t tw = iw + g.pad_left - j * g.dilation_w;
+              if (tw < 0 || tw % g.stride_w != 0 || tw / g.stride_w >= g.out_w) continue;
+              const scalar_t* p = gy + n * gs.n + (th / g.stride_h) * gs.h + (tw / g.stride_w) * gs.w + c0;
+              const Vec gv = count == V ? VecIO<scalar_t>::load(p) : VecIO<scalar_t>::load_partial(p, count);
+              acc = at::vec::fmadd(gv, Vec::loadu(w_t + (i * g.kernel_w + j) * c_stride_w + c0), acc);
+            }
+          }
+          scalar_t* dst = gx + n * xs.n + ih * xs.h + iw * xs.w + c0;
+          if (count == V) VecIO<scalar_t>::store(dst, acc);
+          else VecIO<scalar_t>::store_partial(dst, acc, count);
+        }
+      }
+    }
+  });
+}
+
+// Filter-gradient partial sums of one output row (n, oh), kJ taps of kernel row i at a time.
+template <typename scalar_t, int kJ, bool kPartial>
+void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_row,
+                          int64_t x_step, int64_t j0, int64_t ow_lo, int64_t ow_hi, int64_t count,
+                          at::opmath_type<scalar_t>* partial, int64_t c_stride) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<acc_t>;
+  Vec acc[kJ];
+  for (int j = 0; j < kJ; ++j) acc[j] = Vec(acc_t(0));
+  int64_t col_offset[kJ];
+  for (int j = 0; j < kJ; ++j) col_offset[j] = (j0 + j) * g.dilation_w - g.pad_left;
+  for (int64_t ow = 0; ow < g.out_w; ++ow) {
+    const Vec gv = load_channels<scalar_t, kPartial>(gy_row + ow * gy_step, count);
+    const int64_t base = ow * g.stride_w;
+    if (ow >= ow_lo && ow < ow_hi) {
+      for (int j = 0; j < kJ; ++j)
+        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_row + (base + col_offset[j]) * x_step, count), acc[j]);
+    } else {
+      for (int j = 0; j < kJ; ++j) {
+        const int64_t iw = base + col_offset[j];
+        if (iw < 0 || iw >= g.in_w) continue;
+        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_row + iw * x_step, count), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < kJ; ++j) {
+    acc_t* dst = partial + j * c_stride;
+    (Vec::loadu(dst) + acc[j]).store(dst);
+  }
+}
+
+template <typename scalar_t, bool kPartial>
+void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
+                     int64_t oh, int64_t ow_lo, int64_t ow_hi, int64_t c0, int64_t count,
+                     at::opmath_type<scalar_t>* partial, int64_t c_stride) {
+  for (int64_t i = 0; i < g.kernel_h; ++i) {
+    const int64_t ih = oh * g.stride_h - g.pad_top + i * g.dilation_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    const scalar_t* x_row = x_n + ih * xs.h + c0;
+    for (int64_t j0 = 0; j0 < g.kernel_w; j0 += 8) {
+      const int64_t n_taps = std::min<int64_t>(8, g.kernel_w - j0);
+      auto* dst = partial + (i * g.kernel_w + j0) * c_stride + c0;
+#define DSCONV_TAPS_CASE(K) \
+  case K: weight_grad_row_taps<scalar_t, K, kPartial>(g, gy_row, gy_step, x_row, xs.w, j0, ow_lo, ow_hi, count, dst, c_stride); break;
+      switch (n_taps) {
+        DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4)
+        DSCONV_TAPS_CASE(5) DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) default: DSCONV_TAPS_CASE(8)
+      }
+#undef DSCONV_TAPS_CASE
+    }
+  }
+}
+
+template <typename scalar_t>
+void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Strides4 gs, const scalar_t* x, Strides4 xs,
+                               at::opmath_type<scalar_t>* grad_w, at::opmath_type<scalar_t>* grad_b) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  const int64_t c_stride = round_up(g.channels, V);
+  // Output rows are split into a number of chunks that depends only on the shape; chunk
+  // partial sums are added in chunk order, so the result does not depend on the threads.
+  const int64_t rows = g.batch * g.out_h;
+  const int64_t chunks = std::min<int64_t>(rows, 32);
+  std::vector<acc_t> partial(chunks * (taps + 1) * c_stride, acc_t(0));
+  // Output columns whose taps all land inside the input row.
+  const int64_t first_tap = -g.pad_left, last_tap = (g.kernel_w - 1) * g.dilation_w - g.pad_left;
+  const int64_t ow_lo = first_tap >= 0 ? 0 : (-first_tap + g.stride_w - 1) / g.stride_w;
+  const int64_t ow_hi = g.in_w - 1 - last_tap >= 0 ? std::min<int64_t>(g.out_w, (g.in_w - 1 - last_tap) / g.stride_w + 1) : 0;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      acc_t* part = partial.data() + chunk * (taps + 1) * c_stride;
+      acc_t* bias_part = part + taps * c_stride;
+      for (int64_t row = rows * chunk / chunks; row < rows * (chunk + 1) / chunks; ++row) {
+        const int64_t n = row / g.out_h, oh = row % g.out_h;
+        const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
+        for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
+          const int64_t count = std::min<int64_t>(V, g.channels - c0);
+          if (grad_b) {
+            Vec total = Vec::loadu(bias_part + c0);
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+              const scalar_t* p = gy_row + ow * gs.w + c0;
+              total = total + (count == V ? VecIO<scalar_t>::load(p) : VecIO<scalar_t>::load_partial(p, count));
+            }
+            total.store(bias_part + c0);
+          }
+          if (!grad_w) continue;
+          if (count == V)
+            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+          else
+            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+        }
+      }
+    }
+  });
+  at::parallel_for(0, g.channels, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      for (int64_t t = 0; t <= taps; ++t) {
+        acc_t total = 0;
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[(chunk * (taps + 1) + t) * c_stride + c];
+        if (t < taps && grad_w) grad_w[c * taps + t] = total;
+        if (t == taps && grad_b) grad_b[c] = total;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias_acc,
+                                    at::Tensor& y, const ConvGeometry& g) {
+  Gather ga{g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, {}, {}, 0, 0};
+  for (int64_t i = 0; i < g.kernel_h; ++i) ga.row_offset.push_back(i * g.dilation_h - g.pad_top);
+  for (int64_t j = 0; j < g.kernel_w; ++j) ga.col_offset.push_back(j * g.dilation_w - g.pad_left);
+  ga.finish();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsconv_ext_forward_channels_last", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    gather_rows<scalar_t>(ga, x.data_ptr<scalar_t>(), Strides4(x), w_t.data_ptr<acc_t>(), w_t.size(1),
+                          bias_acc.defined() ? bias_acc.data_ptr<acc_t>() : nullptr, y.data_ptr<scalar_t>(),
+                          Strides4(y), g.batch, g.channels);
+  });
+}
+
+void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t,
+                                     at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsconv_ext_backward_channels_last", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* gy = grad_out.data_ptr<scalar_t>();
+    const acc_t* w_ptr = w_t.data_ptr<acc_t>();
+    if (grad_x.defined()) {
+      if (g.stride_h == 1 && g.stride_w == 1) {
+        Gather ga{g.out_h, g.out_w, g.in_h, g.in_w, g.kernel_h, g.kernel_w, 1, 1, {}, {}, 0, 0};
+        for (int64_t i = 0; i < g.kernel_h; ++i) ga.row_offset.push_back(g.pad_top - i * g.dilation_h);
+        for (int64_t j = 0; j < g.kernel_w; ++j) ga.col_offset.push_back(g.pad_left - j * g.dilation_w);
+        ga.finish();
+        gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr, grad_x.data_ptr<scalar_t>(),
+                              Strides4(grad_x), g.batch, g.channels);
+      } else {
+        grad_input_strided<scalar_t>(g, gy, Strides4(grad_out), w_ptr, w_t.size(1), grad_x.data_ptr<scalar_t>(),
+                                     Strides4(grad_x));
+      }
+    }
+    if (grad_w.defined() || grad_b.defined()) {
+      weight_grad_channels_last<scalar_t>(g, gy, Strides4(grad_out), x.data_ptr<scalar_t>(), Strides4(x),
+                                          grad_w.defined() ? grad_w.data_ptr<acc_t>() : nullptr,
+                                          grad_b.defined() ? grad_b.data_ptr<acc_t>() : nullptr);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace dsconv_ext

@@ -1,0 +1,189 @@
+// NCHW building blocks: one (n, c) plane at a time, vectorised along the width.
+//
+// A PhasePlane is a zero-padded copy of a plane in the accumulation type, split by column
+// phase (column index modulo the stride) so that every tap of a strided convolution reads a
+// contiguous run of memory. Borders, strides, dilation and views then cost nothing in the
+// inner loops, which run over whole vectors of output columns with register tiles.
+#pragma once
+
+#include <cstring>
+#include <vector>
+
+#include "vec_io.h"
+
+namespace dsconv_ext {
+namespace cpu {
+
+template <typename acc_t>
+struct PhasePlane {
+  std::vector<acc_t> data;
+  int64_t rows = 0, cols = 0, phases = 1, phase_size = 0;
+
+  void shape(int64_t rows_, int64_t cols_, int64_t phases_) {
+    rows = rows_;
+    cols = cols_;
+    phases = phases_;
+    phase_size = rows * cols;
+    if (static_cast<int64_t>(data.size()) < phases * phase_size) data.resize(phases * phase_size);
+  }
+
+  acc_t* row(int64_t phase, int64_t r) { return data.data() + phase * phase_size + r * cols; }
+  const acc_t* base() const { return data.data(); }
+
+  // Element (r, q) of the padded plane is src[(r - top) / up_h][(q - left) / up_w] when
+  // (r - top) and (q - left) are non-negative multiples of up_h / up_w inside the source,
+  // else zero. up > 1 spreads a strided output back onto the input grid (for grad-input).
+  template <typename scalar_t>
+  void fill(const scalar_t* src, int64_t src_h, int64_t src_w, int64_t stride_h, int64_t stride_w,
+            int64_t top, int64_t left, int64_t up_h, int64_t up_w) {
+    for (int64_t p = 0; p < phases; ++p) {
+      for (int64_t r = 0; r < rows; ++r) {
+        acc_t* dst = row(p, r);
+        std::memset(dst, 0, sizeof(acc_t) * cols);
+        const int64_t y = r - top;
+        if (y < 0 || y % up_h != 0 || y / up_h >= src_h) continue;
+        const scalar_t* src_row = src + (y / up_h) * stride_h;
+        if (up_w == 1) {
+          // q = m * phases + p, source column x = q - left in [0, src_w)
+          const int64_t first = left - p;  // q - left = m * phases - first
+          int64_t m_lo = first > 0 ? (first + phases - 1) / phases : 0;
+          int64_t m_hi = (src_w - 1 + first) >= 0 ? (src_w - 1 + first) / phases + 1 : 0;
+          m_hi = std::min(m_hi, cols);
+          if (phases == 1 && stride_w == 1) {
+            for (int64_t m = m_lo; m < m_hi; ++m) dst[m] = static_cast<acc_t>(src_row[m - first]);
+          } else {
+            for (int64_t m = m_lo; m < m_hi; ++m)
+              dst[m] = static_cast<acc_t>(src_row[(m * phases - first) * stride_w]);
+          }
+        } else {
+          // Only used with one phase: q = left + sx * up_w.
+          for (int64_t sx = 0; sx < src_w; ++sx) {
+            const int64_t q = left + sx * up_w;
+            if (q >= 0 && q < cols) dst[q] = static_cast<acc_t>(src_row[sx * stride_w]);
+          }
+        }
+      }
+    }
+  }
+};
+
+// Offsets into a PhasePlane of tap (i, j) for output (0, 0): the plane walk of every tap.
+inline std::vector<int64_t> tap_offsets(int64_t kernel_h, int64_t kernel_w, int64_t dilation_h,
+                                        int64_t dilation_w, int64_t phases, int64_t phase_size,
+                                        int64_t cols) {
+  std::vector<int64_t> offsets(kernel_h * kernel_w);
+  for (int64_t i = 0; i < kernel_h; ++i)
+    for (int64_t j = 0; j < kernel_w; ++j) {
+      const int64_t q = j * dilation_w;
+      offsets[i * kernel_w + j] = (q % phases) * phase_size + i * dilation_h * cols + q / phases;
+    }
+  return offsets;
+}
+
+// out[oh][ow] = bias + sum_taps w[t] * plane[offset[t] + oh * row_step + ow] for a tile of
+// kRows output rows x kVecs vectors of output columns, all in registers.
+template <typename acc_t, int kRows, int kVecs>
+inline void correlate_tile(const acc_t* plane, const int64_t* offsets, const acc_t* w, int64_t taps,
+                           acc_t bias, int64_t row_step, acc_t* out, int64_t out_stride) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  Vec acc[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = Vec(bias);
+  for (int64_t t = 0; t < taps; ++t) {
+    const Vec wv(w[t]);
+    const acc_t* src = plane + offsets[t];
+    for (int r = 0; r < kRows; ++r)
+      for (int v = 0; v < kVecs; ++v)
+        acc[r][v] = at::vec::fmadd(Vec::loadu(src + r * row_step + v * V), wv, acc[r][v]);
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v].store(out + r * out_stride + v * V);
+}
+
+// Register tile for an output row of `out_w` columns: kVecs vectors x kRows rows, 8 accumulators
+// in flight (enough to hide FMA latency), fewer wasted columns on narrow planes.
+template <typename acc_t>
+inline int tile_vectors(int64_t out_w) {
+  const int64_t vectors = (out_w + at::vec::Vectorized<acc_t>::size() - 1) / at::vec::Vectorized<acc_t>::size();
+  return vectors >= 4 ? 4 : (vectors >= 2 ? 2 : 1);
+}
+
+// Valid correlation of a prepared plane: out [round_up(out_h, 8 / kVecs)][out_cols], where
+// out_cols is out_w rounded up to the tile width; rows and columns past out_h / out_w are
+// computed from zero padding and ignored by the caller.
+template <typename acc_t>
+inline void correlate_plane(const PhasePlane<acc_t>& plane, const int64_t* offsets, const acc_t* w,
+                            int64_t taps, acc_t bias, int64_t out_h, int64_t out_w, int64_t stride_h,
+                            acc_t* out, int64_t out_cols) {
+  constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
+  const int vecs = tile_vectors<acc_t>(out_w);
+  const int64_t row_step = stride_h * plane.cols;
+  auto run = [&](auto rows_c, auto vecs_c) {
+    constexpr int kRows = decltype(rows_c)::value, kVecs = decltype(vecs_c)::value;
+    for (int64_t oh = 0; oh < out_h; oh += kRows)
+      for (int64_t ow = 0; ow < out_w; ow += kVecs * V)
+        correlate_tile<acc_t, kRows, kVecs>(plane.base() + oh * row_step + ow, offsets, w, taps, bias,
+                                            row_step, out + oh * out_cols + ow, out_cols);
+  };
+  if (vecs == 4) run(std::integral_constant<int, 2>{}, std::integral_constant<int, 4>{});
+  else if (vecs == 2) run(std::integral_constant<int, 4>{}, std::integral_constant<int, 2>{});
+  else run(std::integral_constant<int, 8>{}, std::integral_constant<int, 1>{});
+}
+
+// Rows and columns a correlation output buffer needs (see correlate_plane).
+template <typename acc_t>
+inline void correlation_extent(int64_t out_h, int64_t out_w, int64_t& rows, int64_t& cols) {
+  constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
+  const int vecs = tile_vectors<acc_t>(out_w);
+  rows = round_up(out_h, 8 / vecs);
+  cols = round_up(out_w, vecs * V);
+}
+
+// grad_w[i][j] += sum_oh sum_ow g[oh][ow] * plane[offset(i, j) + oh * row_step + ow] for kJ
+// consecutive taps of one kernel row, kept in kJ vector accumulators. g is zero past out_w.
+template <typename acc_t, int kJ>
+inline void weight_grad_taps(const acc_t* plane, const int64_t* offsets, const acc_t* g, int64_t g_cols,
+                             int64_t out_h, int64_t row_step, acc_t* grad_w) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  Vec acc[kJ];
+  for (int j = 0; j < kJ; ++j) acc[j] = Vec(acc_t(0));
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const acc_t* g_row = g + oh * g_cols;
+    const acc_t* p_row = plane + oh * row_step;
+    for (int64_t ow = 0; ow < g_cols; ow += V) {
+      const Vec gv = Vec::loadu(g_row + ow);
+      for (int j = 0; j < kJ; ++j) acc[j] = at::vec::fmadd(gv, Vec::loadu(p_row + offsets[j] + ow), acc[j]);
+    }
+  }
+  for (int j = 0; j < kJ; ++j) grad_w[j] += lane_sum(acc[j]);
+}
+
+template <typename acc_t>
+inline void weight_grad_plane(const PhasePlane<acc_t>& plane, const int64_t* offsets, int64_t kernel_h,
+                              int64_t kernel_w, const acc_t* g, int64_t g_cols, int64_t out_h,
+                              int64_t stride_h, acc_t* grad_w) {
+  const int64_t row_step = stride_h * plane.cols;
+  for (int64_t i = 0; i < kernel_h; ++i) {
+    for (int64_t j0 = 0; j0 < kernel_w; j0 += 8) {
+      const int64_t count = std::min<int64_t>(8, kernel_w - j0);
+      const int64_t* offs = offsets + i * kernel_w + j0;
+      acc_t* dst = grad_w + i * kernel_w + j0;
+      const acc_t* p = plane.base();
+      switch (count) {
+        case 1: weight_grad_taps<acc_t, 1>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 2: weight_grad_taps<acc_t, 2>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 3: weight_grad_taps<acc_t, 3>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 4: weight_grad_taps<acc_t, 4>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 5: weight_grad_taps<acc_t, 5>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 6: weight_grad_taps<acc_t, 6>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        case 7: weight_grad_taps<acc_t, 7>(p, offs, g, g_cols, out_h, row_step, dst); break;
+        default: weight_grad_taps<acc_t, 8>(p, offs, g, g_cols, out_h, row_step, dst); break;
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace dsconv_ext
