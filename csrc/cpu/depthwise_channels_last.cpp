@@ -17,16 +17,25 @@ namespace {
 
 constexpr int kTile = 8;
 
-// A gather along rows: out(r, q) = bias + sum_{i,j} w[i,j] * src(r * row_step + row_offset[i],
-// q * col_step + col_offset[j]), src taken as zero outside [0, src_h) x [0, src_w).
-// Forward: steps = stride, offsets = tap * dilation - pad. grad-input at stride 1: steps = 1,
-// offsets = pad - tap * dilation (the flipped filter).
+// A gather along rows: out(r, q) = bias + sum over taps (i, j) of w[i, j] *
+// src(r * row_step + row_offset_i, q * col_step + col_offset_j), src taken as zero outside
+// [0, src_h) x [0, src_w); out(r, q) is stored at pixel (r * out_row_step + out_row_offset,
+// q * out_col_step + out_col_offset) of the destination.
+// Forward: all taps, steps = stride, offsets = tap * dilation - pad. grad-input: the flipped
+// filter, offsets = (pad - tap * dilation) / stride, one gather per residue class of the input
+// pixel modulo the stride, each with the taps that land on the strided output grid.
 struct Gather {
-  int64_t src_h, src_w, out_h, out_w, kernel_h, kernel_w, row_step, col_step;
-  std::vector<int64_t> row_offset, col_offset;
-  int64_t col_offset_min, col_offset_max;
+  int64_t src_h, src_w, out_h, out_w, row_step, col_step;
+  int64_t out_row_step = 1, out_row_offset = 0, out_col_step = 1, out_col_offset = 0;
+  int64_t kernel_w;                      // to index the filter: tap (i, j) is i * kernel_w + j
+  std::vector<int64_t> rows, row_offset;  // kernel rows taken, and their source offsets
+  std::vector<int64_t> cols, col_offset;  // kernel columns taken, and their source offsets
+  int64_t col_offset_min = 0, col_offset_max = 0;
 
+  void add_row(int64_t i, int64_t offset) { rows.push_back(i); row_offset.push_back(offset); }
+  void add_col(int64_t j, int64_t offset) { cols.push_back(j); col_offset.push_back(offset); }
   void finish() {
+    if (col_offset.empty()) return;
     col_offset_min = *std::min_element(col_offset.begin(), col_offset.end());
     col_offset_max = *std::max_element(col_offset.begin(), col_offset.end());
   }
@@ -49,13 +58,13 @@ inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, co
   alignas(64) static const scalar_t zeros[64] = {};
   Vec acc[kTile];
   for (int t = 0; t < kTile; ++t) acc[t] = bias_v;
-  for (int64_t i = 0; i < ga.kernel_h; ++i) {
-    const int64_t sr = r * ga.row_step + ga.row_offset[i];
+  for (size_t ri = 0; ri < ga.rows.size(); ++ri) {
+    const int64_t sr = r * ga.row_step + ga.row_offset[ri];
     if (sr < 0 || sr >= ga.src_h) continue;
     const scalar_t* src_row = src_n + sr * ss.h;
-    for (int64_t j = 0; j < ga.kernel_w; ++j) {
-      const Vec wv = Vec::loadu(w_t + (i * ga.kernel_w + j) * c_stride_w + c0);
-      const int64_t base = q0 * ga.col_step + ga.col_offset[j];
+    for (size_t ci = 0; ci < ga.cols.size(); ++ci) {
+      const Vec wv = Vec::loadu(w_t + (ga.rows[ri] * ga.kernel_w + ga.cols[ci]) * c_stride_w + c0);
+      const int64_t base = q0 * ga.col_step + ga.col_offset[ci];
       for (int t = 0; t < kTile; ++t) {
         const int64_t sc = base + t * ga.col_step;
         const scalar_t* p = src_row + sc * ss.w;
@@ -85,10 +94,12 @@ void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::op
       gather_tile<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
     else
       gather_tile<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
-    scalar_t* out_px = out + n * os.n + r * os.h + q0 * os.w + c0;
+    scalar_t* out_px = out + n * os.n + (r * ga.out_row_step + ga.out_row_offset) * os.h +
+                       (q0 * ga.out_col_step + ga.out_col_offset) * os.w + c0;
+    const int64_t px_step = ga.out_col_step * os.w;
     for (int t = 0; t < tile; ++t) {
-      if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * os.w, result[t], count);
-      else VecIO<scalar_t>::store(out_px + t * os.w, result[t]);
+      if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * px_step, result[t], count);
+      else VecIO<scalar_t>::store(out_px + t * px_step, result[t]);
     }
   }
 }
@@ -106,41 +117,6 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
         gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, V);
       if (c0 < channels)
         gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, channels - c0);
-    }
-  });
-}
-
-// grad-input at stride > 1: each input pixel gathers the taps whose output position is on the
-// strided grid; vectorised over channels, no tile.
-template <typename scalar_t>
-void grad_input_strided(const ConvGeometry& g, const scalar_t* gy, Strides4 gs, const at::opmath_type<scalar_t>* w_t,
-                        int64_t c_stride_w, scalar_t* gx, Strides4 xs) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using Vec = at::vec::Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  at::parallel_for(0, g.batch * g.in_h, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.in_h, ih = task % g.in_h;
-      for (int64_t iw = 0; iw < g.in_w; ++iw) {
-        for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
-          const int64_t count = std::min<int64_t>(V, g.channels - c0);
-          Vec acc(acc_t(0));
-          for (int64_t i = 0; i < g.kernel_h; ++i) {
-            const int64_t th = ih + g.pad_top - i * g.dilation_h;
-            if (th < 0 || th % g.stride_h != 0 || th / g.stride_h >= g.out_h) continue;
-            for (int64_t j = 0; j < g.kernel_w; ++j) {
-              const int64_t tw = iw + g.pad_left - j * g.dilation_w;
-              if (tw < 0 || tw % g.stride_w != 0 || tw / g.stride_w >= g.out_w) continue;
-              const scalar_t* p = gy + n * gs.n + (th / g.stride_h) * gs.h + (tw / g.stride_w) * gs.w + c0;
-              const Vec gv = count == V ? VecIO<scalar_t>::load(p) : VecIO<scalar_t>::load_partial(p, count);
-              acc = at::vec::fmadd(gv, Vec::loadu(w_t + (i * g.kernel_w + j) * c_stride_w + c0), acc);
-            }
-          }
-          scalar_t* dst = gx + n * xs.n + ih * xs.h + iw * xs.w + c0;
-          if (count == V) VecIO<scalar_t>::store(dst, acc);
-          else VecIO<scalar_t>::store_partial(dst, acc, count);
-        }
-      }
     }
   });
 }
@@ -257,9 +233,11 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
 
 void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias_acc,
                                     at::Tensor& y, const ConvGeometry& g) {
-  Gather ga{g.in_h, g.in_w, g.out_h, g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, {}, {}, 0, 0};
-  for (int64_t i = 0; i < g.kernel_h; ++i) ga.row_offset.push_back(i * g.dilation_h - g.pad_top);
-  for (int64_t j = 0; j < g.kernel_w; ++j) ga.col_offset.push_back(j * g.dilation_w - g.pad_left);
+  Gather ga;
+  ga.src_h = g.in_h, ga.src_w = g.in_w, ga.out_h = g.out_h, ga.out_w = g.out_w;
+  ga.row_step = g.stride_h, ga.col_step = g.stride_w, ga.kernel_w = g.kernel_w;
+  for (int64_t i = 0; i < g.kernel_h; ++i) ga.add_row(i, i * g.dilation_h - g.pad_top);
+  for (int64_t j = 0; j < g.kernel_w; ++j) ga.add_col(j, j * g.dilation_w - g.pad_left);
   ga.finish();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsconv_ext_forward_channels_last", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -269,6 +247,30 @@ void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, 
   });
 }
 
+// grad-input gathers for the input pixels congruent to (residue_h, residue_w) modulo the stride.
+static Gather grad_input_gather(const ConvGeometry& g, int64_t residue_h, int64_t residue_w) {
+  Gather ga;
+  ga.src_h = g.out_h, ga.src_w = g.out_w;
+  ga.out_h = (g.in_h - residue_h + g.stride_h - 1) / g.stride_h;
+  ga.out_w = (g.in_w - residue_w + g.stride_w - 1) / g.stride_w;
+  ga.row_step = ga.col_step = 1;
+  ga.out_row_step = g.stride_h, ga.out_row_offset = residue_h;
+  ga.out_col_step = g.stride_w, ga.out_col_offset = residue_w;
+  ga.kernel_w = g.kernel_w;
+  // Input row residue + stride * r meets output row r + (residue + pad - i * dilation) / stride
+  // through kernel row i, when that division is exact.
+  for (int64_t i = 0; i < g.kernel_h; ++i) {
+    const int64_t t = residue_h + g.pad_top - i * g.dilation_h;
+    if (((t % g.stride_h) + g.stride_h) % g.stride_h == 0) ga.add_row(i, t / g.stride_h);
+  }
+  for (int64_t j = 0; j < g.kernel_w; ++j) {
+    const int64_t t = residue_w + g.pad_left - j * g.dilation_w;
+    if (((t % g.stride_w) + g.stride_w) % g.stride_w == 0) ga.add_col(j, t / g.stride_w);
+  }
+  ga.finish();
+  return ga;
+}
+
 void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t,
                                      at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsconv_ext_backward_channels_last", [&] {
@@ -276,17 +278,12 @@ void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tenso
     const scalar_t* gy = grad_out.data_ptr<scalar_t>();
     const acc_t* w_ptr = w_t.data_ptr<acc_t>();
     if (grad_x.defined()) {
-      if (g.stride_h == 1 && g.stride_w == 1) {
-        Gather ga{g.out_h, g.out_w, g.in_h, g.in_w, g.kernel_h, g.kernel_w, 1, 1, {}, {}, 0, 0};
-        for (int64_t i = 0; i < g.kernel_h; ++i) ga.row_offset.push_back(g.pad_top - i * g.dilation_h);
-        for (int64_t j = 0; j < g.kernel_w; ++j) ga.col_offset.push_back(g.pad_left - j * g.dilation_w);
-        ga.finish();
-        gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr, grad_x.data_ptr<scalar_t>(),
-                              Strides4(grad_x), g.batch, g.channels);
-      } else {
-        grad_input_strided<scalar_t>(g, gy, Strides4(grad_out), w_ptr, w_t.size(1), grad_x.data_ptr<scalar_t>(),
-                                     Strides4(grad_x));
-      }
+      for (int64_t residue_h = 0; residue_h < std::min(g.stride_h, g.in_h); ++residue_h)
+        for (int64_t residue_w = 0; residue_w < std::min(g.stride_w, g.in_w); ++residue_w) {
+          const Gather ga = grad_input_gather(g, residue_h, residue_w);
+          gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr,
+                                grad_x.data_ptr<scalar_t>(), Strides4(grad_x), g.batch, g.channels);
+        }
     }
     if (grad_w.defined() || grad_b.defined()) {
       weight_grad_channels_last<scalar_t>(g, gy, Strides4(grad_out), x.data_ptr<scalar_t>(), Strides4(x),
