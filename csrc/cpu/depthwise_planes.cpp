@@ -61,13 +61,56 @@ void forward_planes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
     std::vector<acc_t> out(plan.out_rows * plan.out_cols);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / g.channels, c = nc % g.channels;
-      plane.fill(x_ptr + n * xs.n + c * xs.c, g.in_h, g.in_w, xs.h, xs.w, g.pad_top, g.pad_left, 1, 1);
+      plane.fill(x_ptr + n * xs.n + c * xs.c, g.in_h, g.in_w, xs.h, xs.w, g.pad_top, g.pad_left);
       correlate_plane<acc_t>(plane, plan.offsets.data(), w_ptr + c * taps, taps, b_ptr ? b_ptr[c] : acc_t(0),
                              g.out_h, g.out_w, g.stride_h, out.data(), plan.out_cols);
       store_plane(out.data(), plan.out_cols, g.out_h, g.out_w, y_ptr + n * ys.n + c * ys.c, ys.h, ys.w);
     }
   });
 }
+
+// grad-input of the input pixels congruent to (residue_h, residue_w) modulo the stride:
+// grad_x[residue + stride * r] = sum over the taps that land on the strided output grid of
+// w[i, j] * grad_out[r + offset_i][q + offset_j], a stride-1 correlation of the padded grad_out
+// plane with a subset of the filter. Splitting by residue avoids multiplying the zeros a
+// stride-upsampled grad_out would hold.
+struct ResidueClass {
+  int64_t residue_h, residue_w, out_h, out_w;
+  std::vector<int64_t> taps;     // filter indices i * kernel_w + j
+  std::vector<int64_t> offsets;  // plane offsets of those taps for output (0, 0)
+};
+
+template <typename acc_t>
+struct GradInputPlan {
+  int64_t plane_rows, plane_cols, out_rows, out_cols, top, left;
+  std::vector<ResidueClass> classes;
+
+  explicit GradInputPlan(const ConvGeometry& g) {
+    top = (g.kernel_h - 1) * g.dilation_h / g.stride_h + 1;
+    left = (g.kernel_w - 1) * g.dilation_w / g.stride_w + 1;
+    const int64_t max_out_h = (g.in_h + g.stride_h - 1) / g.stride_h;
+    const int64_t max_out_w = (g.in_w + g.stride_w - 1) / g.stride_w;
+    correlation_extent<acc_t>(max_out_h, max_out_w, out_rows, out_cols);
+    plane_rows = top + std::max(g.out_h, out_rows + (g.stride_h - 1 + g.pad_top) / g.stride_h) + 1;
+    plane_cols = left + std::max(g.out_w, out_cols + (g.stride_w - 1 + g.pad_left) / g.stride_w) + 1;
+    for (int64_t rh = 0; rh < std::min(g.stride_h, g.in_h); ++rh)
+      for (int64_t rw = 0; rw < std::min(g.stride_w, g.in_w); ++rw) {
+        ResidueClass rc{rh, rw, (g.in_h - rh + g.stride_h - 1) / g.stride_h,
+                        (g.in_w - rw + g.stride_w - 1) / g.stride_w, {}, {}};
+        for (int64_t i = 0; i < g.kernel_h; ++i) {
+          const int64_t th = rh + g.pad_top - i * g.dilation_h;
+          if (((th % g.stride_h) + g.stride_h) % g.stride_h != 0) continue;
+          for (int64_t j = 0; j < g.kernel_w; ++j) {
+            const int64_t tw = rw + g.pad_left - j * g.dilation_w;
+            if (((tw % g.stride_w) + g.stride_w) % g.stride_w != 0) continue;
+            rc.taps.push_back(i * g.kernel_w + j);
+            rc.offsets.push_back((th / g.stride_h + top) * plane_cols + tw / g.stride_w + left);
+          }
+        }
+        classes.push_back(std::move(rc));
+      }
+  }
+};
 
 template <typename scalar_t>
 void backward_planes(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w, at::Tensor& grad_x,
@@ -76,21 +119,7 @@ void backward_planes(const at::Tensor& grad_out, const at::Tensor& x, const at::
   constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
   const bool need_input = grad_x.defined(), need_weight = grad_w.defined(), need_bias = grad_b.defined();
   const int64_t taps = g.kernel_h * g.kernel_w;
-
-  // grad-input: a stride-1 correlation, over the input grid, of grad_out spread by the stride
-  // and padded so that tap (i, j) of the flipped filter lines up.
-  ConvGeometry gi = g;
-  gi.out_h = g.in_h;
-  gi.out_w = g.in_w;
-  gi.stride_h = gi.stride_w = 1;
-  const ForwardPlan<acc_t> input_plan(gi);
-  const int64_t spread_top = (g.kernel_h - 1) * g.dilation_h - g.pad_top;
-  const int64_t spread_left = (g.kernel_w - 1) * g.dilation_w - g.pad_left;
-  std::vector<acc_t> flipped(g.channels * taps);
-  const acc_t* w_ptr = w.data_ptr<acc_t>();
-  for (int64_t c = 0; c < g.channels; ++c)
-    for (int64_t t = 0; t < taps; ++t) flipped[c * taps + t] = w_ptr[c * taps + taps - 1 - t];
-
+  const GradInputPlan<acc_t> input_plan(g);
   // grad-weight: grad_out (zero-padded to whole vectors) against the padded input plane.
   const ForwardPlan<acc_t> weight_plan(g);
   const int64_t g_cols = round_up(g.out_w, V);
@@ -100,17 +129,19 @@ void backward_planes(const at::Tensor& grad_out, const at::Tensor& x, const at::
   const scalar_t* gy_ptr = grad_out.data_ptr<scalar_t>();
   const scalar_t* x_ptr = x.data_ptr<scalar_t>();
   scalar_t* gx_ptr = need_input ? grad_x.data_ptr<scalar_t>() : nullptr;
+  const acc_t* w_ptr = w.data_ptr<acc_t>();
   acc_t* gw_ptr = need_weight ? grad_w.data_ptr<acc_t>() : nullptr;
   acc_t* gb_ptr = need_bias ? grad_b.data_ptr<acc_t>() : nullptr;
 
   // One channel per task, batch in a fixed order: the filter gradient of each channel is
   // reduced by one thread in the same order whatever the thread count.
   at::parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
-    PhasePlane<acc_t> spread, plane;
-    spread.shape(input_plan.plane_rows, input_plan.plane_cols, 1);
+    PhasePlane<acc_t> gy_padded, plane;
+    gy_padded.shape(input_plan.plane_rows, input_plan.plane_cols, 1);
     plane.shape(weight_plan.plane_rows, weight_plan.plane_cols, g.stride_w);
     std::vector<acc_t> out(input_plan.out_rows * input_plan.out_cols);
     std::vector<acc_t> g_plane(g.out_h * g_cols, acc_t(0));
+    std::vector<acc_t> tap_weights(taps);
     for (int64_t c = begin; c < end; ++c) {
       acc_t* gw_c = gw_ptr ? gw_ptr + c * taps : nullptr;
       if (gw_c) std::fill(gw_c, gw_c + taps, acc_t(0));
@@ -118,10 +149,17 @@ void backward_planes(const at::Tensor& grad_out, const at::Tensor& x, const at::
       for (int64_t n = 0; n < g.batch; ++n) {
         const scalar_t* gy_plane = gy_ptr + n * gs.n + c * gs.c;
         if (need_input) {
-          spread.fill(gy_plane, g.out_h, g.out_w, gs.h, gs.w, spread_top, spread_left, g.stride_h, g.stride_w);
-          correlate_plane<acc_t>(spread, input_plan.offsets.data(), flipped.data() + c * taps, taps, acc_t(0),
-                                 g.in_h, g.in_w, 1, out.data(), input_plan.out_cols);
-          store_plane(out.data(), input_plan.out_cols, g.in_h, g.in_w, gx_ptr + n * gxs.n + c * gxs.c, gxs.h, gxs.w);
+          gy_padded.fill(gy_plane, g.out_h, g.out_w, gs.h, gs.w, input_plan.top, input_plan.left);
+          scalar_t* gx_plane = gx_ptr + n * gxs.n + c * gxs.c;
+          for (const ResidueClass& rc : input_plan.classes) {
+            const int64_t count = static_cast<int64_t>(rc.taps.size());
+            for (int64_t t = 0; t < count; ++t) tap_weights[t] = w_ptr[c * taps + rc.taps[t]];
+            correlate_plane<acc_t>(gy_padded, rc.offsets.data(), tap_weights.data(), count, acc_t(0), rc.out_h,
+                                   rc.out_w, 1, out.data(), input_plan.out_cols);
+            store_plane(out.data(), input_plan.out_cols, rc.out_h, rc.out_w,
+                        gx_plane + rc.residue_h * gxs.h + rc.residue_w * gxs.w, g.stride_h * gxs.h,
+                        g.stride_w * gxs.w);
+          }
         }
         if (need_weight || need_bias) {
           for (int64_t oh = 0; oh < g.out_h; ++oh)
@@ -135,7 +173,7 @@ void backward_planes(const at::Tensor& grad_out, const at::Tensor& x, const at::
           bias_sum += lane_sum(total);
         }
         if (need_weight) {
-          plane.fill(x_ptr + n * xs.n + c * xs.c, g.in_h, g.in_w, xs.h, xs.w, g.pad_top, g.pad_left, 1, 1);
+          plane.fill(x_ptr + n * xs.n + c * xs.c, g.in_h, g.in_w, xs.h, xs.w, g.pad_top, g.pad_left);
           weight_grad_plane<acc_t>(plane, weight_plan.offsets.data(), g.kernel_h, g.kernel_w, g_plane.data(),
                                    g_cols, g.out_h, g.stride_h, gw_c);
         }

@@ -30,37 +30,25 @@ struct PhasePlane {
   acc_t* row(int64_t phase, int64_t r) { return data.data() + phase * phase_size + r * cols; }
   const acc_t* base() const { return data.data(); }
 
-  // Element (r, q) of the padded plane is src[(r - top) / up_h][(q - left) / up_w] when
-  // (r - top) and (q - left) are non-negative multiples of up_h / up_w inside the source,
-  // else zero. up > 1 spreads a strided output back onto the input grid (for grad-input).
+  // Element (r, q) of the padded plane is src[r - top][q - left] inside the source, else zero.
   template <typename scalar_t>
   void fill(const scalar_t* src, int64_t src_h, int64_t src_w, int64_t stride_h, int64_t stride_w,
-            int64_t top, int64_t left, int64_t up_h, int64_t up_w) {
+            int64_t top, int64_t left) {
     for (int64_t p = 0; p < phases; ++p) {
       for (int64_t r = 0; r < rows; ++r) {
         acc_t* dst = row(p, r);
         std::memset(dst, 0, sizeof(acc_t) * cols);
         const int64_t y = r - top;
-        if (y < 0 || y % up_h != 0 || y / up_h >= src_h) continue;
-        const scalar_t* src_row = src + (y / up_h) * stride_h;
-        if (up_w == 1) {
-          // q = m * phases + p, source column x = q - left in [0, src_w)
-          const int64_t first = left - p;  // q - left = m * phases - first
-          int64_t m_lo = first > 0 ? (first + phases - 1) / phases : 0;
-          int64_t m_hi = (src_w - 1 + first) >= 0 ? (src_w - 1 + first) / phases + 1 : 0;
-          m_hi = std::min(m_hi, cols);
-          if (phases == 1 && stride_w == 1) {
-            for (int64_t m = m_lo; m < m_hi; ++m) dst[m] = static_cast<acc_t>(src_row[m - first]);
-          } else {
-            for (int64_t m = m_lo; m < m_hi; ++m)
-              dst[m] = static_cast<acc_t>(src_row[(m * phases - first) * stride_w]);
-          }
+        if (y < 0 || y >= src_h) continue;
+        const scalar_t* src_row = src + y * stride_h;
+        // q = m * phases + p, source column q - left = m * phases - first in [0, src_w)
+        const int64_t first = left - p;
+        const int64_t m_lo = first > 0 ? (first + phases - 1) / phases : 0;
+        const int64_t m_hi = std::min(cols, src_w - 1 + first >= 0 ? (src_w - 1 + first) / phases + 1 : 0);
+        if (phases == 1 && stride_w == 1) {
+          for (int64_t m = m_lo; m < m_hi; ++m) dst[m] = static_cast<acc_t>(src_row[m - first]);
         } else {
-          // Only used with one phase: q = left + sx * up_w.
-          for (int64_t sx = 0; sx < src_w; ++sx) {
-            const int64_t q = left + sx * up_w;
-            if (q >= 0 && q < cols) dst[q] = static_cast<acc_t>(src_row[sx * stride_w]);
-          }
+          for (int64_t m = m_lo; m < m_hi; ++m) dst[m] = static_cast<acc_t>(src_row[(m * phases - first) * stride_w]);
         }
       }
     }
