@@ -97,8 +97,8 @@ inline int tile_vectors(int64_t out_w) {
   return vectors >= 4 ? 4 : (vectors >= 2 ? 2 : 1);
 }
 
-// Valid correlation of a prepared plane: out [round_up(out_h, 8 / kVecs)][out_cols], where
-// out_cols is out_w rounded up to the tile width; rows and columns past out_h / out_w are
+// Valid correlation of a prepared plane into out [rows][out_cols] sized by correlation_extent;
+// rows and columns past out_h / out_w are
 // computed from zero padding and ignored by the caller.
 template <typename acc_t>
 inline void correlate_plane(const PhasePlane<acc_t>& plane, const int64_t* offsets, const acc_t* w,
@@ -119,13 +119,13 @@ inline void correlate_plane(const PhasePlane<acc_t>& plane, const int64_t* offse
   else run(std::integral_constant<int, 8>{}, std::integral_constant<int, 1>{});
 }
 
-// Rows and columns a correlation output buffer needs (see correlate_plane).
+// Rows and columns a correlation output buffer needs for any out_h' <= out_h, out_w' <= out_w
+// (see correlate_plane): whole tiles of the tallest (8 rows) and widest (4 vectors) shapes.
 template <typename acc_t>
 inline void correlation_extent(int64_t out_h, int64_t out_w, int64_t& rows, int64_t& cols) {
   constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
-  const int vecs = tile_vectors<acc_t>(out_w);
-  rows = round_up(out_h, 8 / vecs);
-  cols = round_up(out_w, vecs * V);
+  rows = round_up(out_h, 8);
+  cols = round_up(out_w, 4 * V);
 }
 
 // grad_w[i][j] += sum_oh sum_ow g[oh][ow] * plane[offset(i, j) + oh * row_step + ow] for kJ
