@@ -1,7 +1,9 @@
 """dsconv_ext: depthwise convolution for PyTorch, with DoG-parameterised and filter-bank filters.
 
 Public API: the ops ``depthwise_conv2d``, ``dog_conv2d``, ``bank_conv2d``; the modules
-``DepthwiseConv2d``, ``DoGConv2d``, ``BankConv2d``; ``available_backends()``.
+``DepthwiseConv2d``, ``DoGConv2d``, ``BankConv2d``; ``available_backends()``; model surgery
+(``dsconv_ext.surgery``): ``convert``, ``revert``, ``init_dog_``, ``freeze_depthwise``,
+``transplant_depthwise``.
 """
 
 from . import _native  # noqa: F401  (loads the compiled kernels, or warns once)
@@ -11,6 +13,8 @@ from .families.dog import dog_filters
 from . import reference
 from .functional import bank_conv2d, depthwise_conv2d, dog_conv2d
 from .modules import BankConv2d, DepthwiseConv2d, DoGConv2d
+from .surgery import (ConversionReport, TransplantReport, convert, freeze_depthwise, init_dog_, revert,
+                      transplant_depthwise)
 
 __version__ = "0.1.0"
 
@@ -26,4 +30,11 @@ __all__ = [
     "dog_filters",
     "master8",
     "dog_jet_bank",
+    "convert",
+    "revert",
+    "init_dog_",
+    "freeze_depthwise",
+    "transplant_depthwise",
+    "ConversionReport",
+    "TransplantReport",
 ]
