@@ -58,18 +58,37 @@ inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, co
   alignas(64) static const scalar_t zeros[64] = {};
   Vec acc[kTile];
   for (int t = 0; t < kTile; ++t) acc[t] = bias_v;
-  for (size_t ri = 0; ri < ga.rows.size(); ++ri) {
-    const int64_t sr = r * ga.row_step + ga.row_offset[ri];
-    if (sr < 0 || sr >= ga.src_h) continue;
+  // Loop invariants in locals, and pointers stepped by adds: the tap loop must be loads and
+  // FMAs, not index arithmetic.
+  const int64_t pixel = ga.col_step * ss.w;
+  const int64_t n_rows = static_cast<int64_t>(ga.rows.size()), n_cols = static_cast<int64_t>(ga.cols.size());
+  const int64_t* rows = ga.rows.data();
+  const int64_t* cols = ga.cols.data();
+  const int64_t* row_offset = ga.row_offset.data();
+  const int64_t* col_offset = ga.col_offset.data();
+  const int64_t src_h = ga.src_h, src_w = ga.src_w, first_col = q0 * ga.col_step;
+  const int64_t row_start = r * ga.row_step, tap_row_stride = ga.kernel_w * c_stride_w;
+  for (int64_t ri = 0; ri < n_rows; ++ri) {
+    const int64_t sr = row_start + row_offset[ri];
+    if (sr < 0 || sr >= src_h) continue;
     const scalar_t* src_row = src_n + sr * ss.h;
-    for (size_t ci = 0; ci < ga.cols.size(); ++ci) {
-      const Vec wv = Vec::loadu(w_t + (ga.rows[ri] * ga.kernel_w + ga.cols[ci]) * c_stride_w + c0);
-      const int64_t base = q0 * ga.col_step + ga.col_offset[ci];
-      for (int t = 0; t < kTile; ++t) {
-        const int64_t sc = base + t * ga.col_step;
-        const scalar_t* p = src_row + sc * ss.w;
-        if constexpr (kBorder) p = (sc >= 0 && sc < ga.src_w) ? p : zeros;
-        acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(p, count), wv, acc[t]);
+    const at::opmath_type<scalar_t>* w_row = w_t + rows[ri] * tap_row_stride + c0;
+    for (int64_t ci = 0; ci < n_cols; ++ci) {
+      const Vec wv = Vec::loadu(w_row + cols[ci] * c_stride_w);
+      const int64_t base = first_col + col_offset[ci];
+      const scalar_t* p = src_row + base * ss.w;
+      if constexpr (kBorder) {
+        for (int t = 0; t < kTile; ++t) {
+          const int64_t sc = base + t * ga.col_step;
+          const scalar_t* q = (sc >= 0 && sc < src_w) ? p : zeros;
+          acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(q, count), wv, acc[t]);
+          p += pixel;
+        }
+      } else {
+        for (int t = 0; t < kTile; ++t) {
+          acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(p, count), wv, acc[t]);
+          p += pixel;
+        }
       }
     }
   }
@@ -130,19 +149,26 @@ void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t
   using Vec = at::vec::Vectorized<acc_t>;
   Vec acc[kJ];
   for (int j = 0; j < kJ; ++j) acc[j] = Vec(acc_t(0));
-  int64_t col_offset[kJ];
-  for (int j = 0; j < kJ; ++j) col_offset[j] = (j0 + j) * g.dilation_w - g.pad_left;
-  for (int64_t ow = 0; ow < g.out_w; ++ow) {
-    const Vec gv = load_channels<scalar_t, kPartial>(gy_row + ow * gy_step, count);
-    const int64_t base = ow * g.stride_w;
+  int64_t col_offset[kJ], tap_elements[kJ];
+  for (int j = 0; j < kJ; ++j) {
+    col_offset[j] = (j0 + j) * g.dilation_w - g.pad_left;
+    tap_elements[j] = col_offset[j] * x_step;
+  }
+  // One base pointer per output column plus per-tap element offsets: the addressing modes
+  // do the rest, so the loop is loads and FMAs.
+  const int64_t x_pixel = g.stride_w * x_step, in_w = g.in_w, stride_w = g.stride_w;
+  const scalar_t* x_base = x_row;
+  const scalar_t* gy_px = gy_row;
+  for (int64_t ow = 0; ow < g.out_w; ++ow, x_base += x_pixel, gy_px += gy_step) {
+    const Vec gv = load_channels<scalar_t, kPartial>(gy_px, count);
     if (ow >= ow_lo && ow < ow_hi) {
       for (int j = 0; j < kJ; ++j)
-        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_row + (base + col_offset[j]) * x_step, count), acc[j]);
+        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + tap_elements[j], count), acc[j]);
     } else {
       for (int j = 0; j < kJ; ++j) {
-        const int64_t iw = base + col_offset[j];
-        if (iw < 0 || iw >= g.in_w) continue;
-        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_row + iw * x_step, count), acc[j]);
+        const int64_t iw = ow * stride_w + col_offset[j];
+        if (iw < 0 || iw >= in_w) continue;
+        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + tap_elements[j], count), acc[j]);
       }
     }
   }

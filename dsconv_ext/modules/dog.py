@@ -50,8 +50,10 @@ class DoGConv2d(DepthwiseBase):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The materialised filters ``[C, 1, kh, kw]`` (differentiable w.r.t. ``params``)."""
-        return dog.dog_filters(self.params, self.kernel_size, self.profile).unsqueeze(1)
+        """The materialised filters ``[C, 1, kh, kw]`` in the parameters' dtype (differentiable
+        w.r.t. ``params``); generated in fp32 at least, as the op generates them."""
+        wide = self.params.to(torch.promote_types(self.params.dtype, torch.float32))
+        return dog.dog_filters(wide, self.kernel_size, self.profile).to(self.params.dtype).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dog_conv2d(x, self.params, self.kernel_size, self.bias, *self.conv_args(),

@@ -1,0 +1,96 @@
+"""The native CPU kernels' vectorised code paths against the oracle, forward and backward.
+
+The small shapes of test_backends_grid.py only reach the narrowest register tiles. Here:
+* NCHW planes wide enough for every tile shape (1, 2 and 4 vectors of output columns, 8, 4 and
+  2 rows), with output heights that are not multiples of the tile height;
+* channels_last with channel counts below, at and around multiples of the vector width (the
+  vector part plus the partial tail);
+* strides 2 and 3 (phase-split planes, residue classes of grad-input), dilation, kernels wider
+  than 8 taps (split filter-gradient blocks), padding wider than the kernel, 1xk and kx1 kernels;
+* every dtype (fp64 has half as many lanes; bf16 / fp16 convert on load and store).
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import dsconv_ext
+
+from conftest import LAYOUTS
+from test_backends_grid import _valid, check_depthwise
+
+
+def _cases(shapes, kernels, strides, dilations, paddings):
+    cases = []
+    for shape, kernel, stride, dilation, padding in itertools.product(shapes, kernels, strides, dilations, paddings):
+        if padding == "same" and stride != 1:
+            continue
+        if not _valid(shape, kernel, stride, padding, dilation):
+            continue
+        cases.append(pytest.param(shape, kernel, stride, padding, dilation,
+                                  id=f"{'x'.join(map(str, shape))}-k{kernel[0]}x{kernel[1]}-s{stride}-p{padding}-d{dilation}"))
+    return cases
+
+
+WIDE_PLANES = _cases(
+    shapes=[(2, 3, 11, 40), (1, 2, 9, 70), (1, 1, 19, 23)],
+    kernels=[(3, 3), (7, 7), (5, 11), (1, 9), (9, 1)],
+    strides=[1, 2, 3, (2, 1)],
+    dilations=[1, 2],
+    paddings=[0, "same", (3, 0, 1, 5), (6, 7, 9, 8)],
+)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape,kernel_size,stride,padding,dilation", WIDE_PLANES)
+def test_cpu_wide_planes(layout, shape, kernel_size, stride, padding, dilation):
+    check_depthwise("cpu", shape, kernel_size, stride, padding, dilation, True, layout, torch.float32)
+
+
+CHANNEL_COUNTS = [1, 7, 8, 15, 16, 17, 31, 32, 33, 48, 65]
+
+
+@pytest.mark.parametrize("channels", CHANNEL_COUNTS)
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, (0, 2, 1, 0)), (3, 4)])
+def test_cpu_channels_last_channel_counts(channels, stride, padding):
+    check_depthwise("cpu", (2, channels, 10, 13), (3, 5), stride, padding, 1, True, "channels_last", torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "noncontiguous_cl"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=["fp64", "bf16", "fp16"])
+@pytest.mark.parametrize(
+    "shape,kernel_size,stride,padding,dilation",
+    [
+        ((2, 19, 12, 37), (5, 5), 1, "same", 1),
+        ((1, 9, 10, 70), (3, 9), 2, (1, 2, 4, 3), 1),
+        ((2, 33, 9, 21), (7, 3), (3, 2), 3, (1, 2)),
+    ],
+    ids=["wide-same", "wider-s2-asym", "s32-d12"],
+)
+def test_cpu_dtypes_on_vector_paths(layout, dtype, shape, kernel_size, stride, padding, dilation):
+    check_depthwise("cpu", shape, kernel_size, stride, padding, dilation, True, layout, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cpu_large_kernel(layout):
+    # a 31x31 kernel (large-kernel CNNs) on a small plane: mostly padding
+    check_depthwise("cpu", (1, 4, 20, 24), (31, 31), 1, 15, 1, True, layout, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("stride", [2, 3, (3, 2)])
+def test_cpu_strided_1x1_leaves_skipped_pixels_with_zero_grad(layout, stride):
+    # a 1x1 kernel at stride > 1 never reads most pixels: their grad must be exactly 0
+    x = torch.randn(2, 5, 7, 8)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(5, 1, 1, 1)
+    y = dsconv_ext.depthwise_conv2d(x, w, None, stride, 0, 1, backend="cpu")
+    (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    read = torch.zeros(7, 8, dtype=torch.bool)
+    read[::sh, ::sw] = True
+    assert torch.equal(gx[:, :, ~read], torch.zeros_like(gx[:, :, ~read]))
+    torch.testing.assert_close(gx[:, :, read], w.view(1, 5, 1).expand(2, 5, int(read.sum())))
