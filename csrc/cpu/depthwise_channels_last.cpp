@@ -34,7 +34,24 @@ struct Gather {
 
   void add_row(int64_t i, int64_t offset) { rows.push_back(i); row_offset.push_back(offset); }
   void add_col(int64_t j, int64_t offset) { cols.push_back(j); col_offset.push_back(offset); }
+  // Set by finish(): with row_step 1 and row offsets that are a run of consecutive integers,
+  // neighbouring output rows share source rows, and a two-row tile loads each source vector
+  // once for both (half the loads per multiply-add).
+  bool dense_rows = false;
+  int64_t min_row_offset = 0;
+  std::vector<int64_t> tap_of_row_offset;  // index into rows for offset min_row_offset + k
+
   void finish() {
+    if (!row_offset.empty()) {
+      const auto [lo, hi] = std::minmax_element(row_offset.begin(), row_offset.end());
+      min_row_offset = *lo;
+      dense_rows = row_step == 1 && *hi - *lo + 1 == static_cast<int64_t>(row_offset.size());
+      if (dense_rows) {
+        tap_of_row_offset.assign(row_offset.size(), -1);
+        for (size_t k = 0; k < row_offset.size(); ++k) tap_of_row_offset[row_offset[k] - *lo] = k;
+        dense_rows = std::find(tap_of_row_offset.begin(), tap_of_row_offset.end(), -1) == tap_of_row_offset.end();
+      }
+    }
     if (col_offset.empty()) return;
     col_offset_min = *std::min_element(col_offset.begin(), col_offset.end());
     col_offset_max = *std::max_element(col_offset.begin(), col_offset.end());
@@ -95,47 +112,125 @@ inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, co
   for (int t = 0; t < kTile; ++t) out[t] = acc[t];
 }
 
-// One output row (n, r) for channels [c0, c0 + count).
+// Two output rows (r, r + 1) of a dense-row gather: source row r + k feeds row r through the
+// tap of offset k and row r + 1 through the tap of offset k - 1, from one set of loads.
+template <typename scalar_t, bool kPartial, bool kBorder>
+inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Strides4 ss,
+                                 const at::opmath_type<scalar_t>* w_t, int64_t c_stride_w,
+                                 const at::vec::Vectorized<at::opmath_type<scalar_t>>& bias_v, int64_t r, int64_t q0,
+                                 int64_t c0, int64_t count, at::vec::Vectorized<at::opmath_type<scalar_t>>* out0,
+                                 at::vec::Vectorized<at::opmath_type<scalar_t>>* out1) {
+  using Vec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
+  alignas(64) static const scalar_t zeros[64] = {};
+  Vec acc0[kTile], acc1[kTile];
+  for (int t = 0; t < kTile; ++t) acc0[t] = acc1[t] = bias_v;
+  const int64_t pixel = ga.col_step * ss.w;
+  const int64_t n_offsets = static_cast<int64_t>(ga.tap_of_row_offset.size());
+  const int64_t n_cols = static_cast<int64_t>(ga.cols.size());
+  const int64_t* cols = ga.cols.data();
+  const int64_t* col_offset = ga.col_offset.data();
+  const int64_t* tap_of = ga.tap_of_row_offset.data();
+  const int64_t* rows = ga.rows.data();
+  const int64_t src_h = ga.src_h, src_w = ga.src_w, first_col = q0 * ga.col_step;
+  const int64_t tap_row_stride = ga.kernel_w * c_stride_w;
+  for (int64_t k = 0; k <= n_offsets; ++k) {
+    const int64_t sr = r + ga.min_row_offset + k;
+    if (sr < 0 || sr >= src_h) continue;
+    const scalar_t* src_row = src_n + sr * ss.h;
+    const bool feeds0 = k < n_offsets, feeds1 = k > 0;
+    const at::opmath_type<scalar_t>* w0 = w_t + (feeds0 ? rows[tap_of[k]] : 0) * tap_row_stride + c0;
+    const at::opmath_type<scalar_t>* w1 = w_t + (feeds1 ? rows[tap_of[k - 1]] : 0) * tap_row_stride + c0;
+    for (int64_t ci = 0; ci < n_cols; ++ci) {
+      const int64_t base = first_col + col_offset[ci];
+      const scalar_t* p = src_row + base * ss.w;
+      Vec xv[kTile];
+      for (int t = 0; t < kTile; ++t) {
+        const scalar_t* q = p;
+        if constexpr (kBorder) {
+          const int64_t sc = base + t * ga.col_step;
+          q = (sc >= 0 && sc < src_w) ? p : zeros;
+        }
+        xv[t] = load_channels<scalar_t, kPartial>(q, count);
+        p += pixel;
+      }
+      if (feeds0) {
+        const Vec wv = Vec::loadu(w0 + cols[ci] * c_stride_w);
+        for (int t = 0; t < kTile; ++t) acc0[t] = at::vec::fmadd(xv[t], wv, acc0[t]);
+      }
+      if (feeds1) {
+        const Vec wv = Vec::loadu(w1 + cols[ci] * c_stride_w);
+        for (int t = 0; t < kTile; ++t) acc1[t] = at::vec::fmadd(xv[t], wv, acc1[t]);
+      }
+    }
+  }
+  for (int t = 0; t < kTile; ++t) {
+    out0[t] = acc0[t];
+    out1[t] = acc1[t];
+  }
+}
+
+// Output rows r .. r + row_count - 1 (row_count 1, or 2 for dense-row gathers) of image n,
+// channels [c0, c0 + count).
 template <typename scalar_t, bool kPartial>
 void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
                 int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
-                int64_t n, int64_t r, int64_t c0, int64_t count) {
+                int64_t n, int64_t r, int64_t row_count, int64_t c0, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<acc_t>;
   const Vec bias_v = bias ? Vec::loadu(bias + c0) : Vec(acc_t(0));
   const scalar_t* src_n = src + n * ss.n + c0;
-  Vec result[kTile];
+  Vec result[2][kTile];
+  const int64_t px_step = ga.out_col_step * os.w;
   for (int64_t q0 = 0; q0 < ga.out_w; q0 += kTile) {
     const int64_t tile = std::min<int64_t>(kTile, ga.out_w - q0);
     const bool interior = q0 * ga.col_step + ga.col_offset_min >= 0 &&
                           (q0 + kTile - 1) * ga.col_step + ga.col_offset_max < ga.src_w;
-    if (interior)
-      gather_tile<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
-    else
-      gather_tile<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result);
-    scalar_t* out_px = out + n * os.n + (r * ga.out_row_step + ga.out_row_offset) * os.h +
-                       (q0 * ga.out_col_step + ga.out_col_offset) * os.w + c0;
-    const int64_t px_step = ga.out_col_step * os.w;
-    for (int t = 0; t < tile; ++t) {
-      if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * px_step, result[t], count);
-      else VecIO<scalar_t>::store(out_px + t * px_step, result[t]);
+    if (row_count == 2) {
+      if (interior)
+        gather_tile_two_rows<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
+                                                        result[0], result[1]);
+      else
+        gather_tile_two_rows<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
+                                                       result[0], result[1]);
+    } else if (interior) {
+      gather_tile<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
+    } else {
+      gather_tile<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
+    }
+    for (int64_t row = 0; row < row_count; ++row) {
+      scalar_t* out_px = out + n * os.n + ((r + row) * ga.out_row_step + ga.out_row_offset) * os.h +
+                         (q0 * ga.out_col_step + ga.out_col_offset) * os.w + c0;
+      for (int t = 0; t < tile; ++t) {
+        if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * px_step, result[row][t], count);
+        else VecIO<scalar_t>::store(out_px + t * px_step, result[row][t]);
+      }
     }
   }
 }
+
+// Two-row tiles need 8 source + 16 accumulator vectors: only where there are 32 registers.
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr bool kTwoRowTiles = true;
+#else
+constexpr bool kTwoRowTiles = false;
+#endif
 
 template <typename scalar_t>
 void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
                  int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
                  int64_t batch, int64_t channels) {
   constexpr int64_t V = VecIO<scalar_t>::kWidth;
-  at::parallel_for(0, batch * ga.out_h, 1, [&](int64_t begin, int64_t end) {
+  const int64_t rows_per_task = (kTwoRowTiles && ga.dense_rows) ? 2 : 1;
+  const int64_t tasks_per_image = (ga.out_h + rows_per_task - 1) / rows_per_task;
+  at::parallel_for(0, batch * tasks_per_image, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / ga.out_h, r = task % ga.out_h;
+      const int64_t n = task / tasks_per_image, r = (task % tasks_per_image) * rows_per_task;
+      const int64_t row_count = std::min(rows_per_task, ga.out_h - r);
       int64_t c0 = 0;
       for (; c0 + V <= channels; c0 += V)
-        gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, V);
+        gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, V);
       if (c0 < channels)
-        gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, c0, channels - c0);
+        gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, channels - c0);
     }
   });
 }
@@ -208,11 +303,14 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
   constexpr int64_t V = Vec::size();
   const int64_t taps = g.kernel_h * g.kernel_w;
   const int64_t c_stride = round_up(g.channels, V);
-  // Output rows are split into a number of chunks that depends only on the shape; chunk
-  // partial sums are added in chunk order, so the result does not depend on the threads.
+  // Output rows are split into a number of chunks that depends only on the shape (about one
+  // per 64k multiply-adds, at most 16); chunk partial sums are added in chunk order, so the
+  // result does not depend on the threads.
   const int64_t rows = g.batch * g.out_h;
-  const int64_t chunks = std::min<int64_t>(rows, 32);
-  std::vector<acc_t> partial(chunks * (taps + 1) * c_stride, acc_t(0));
+  const int64_t work = rows * g.out_w * g.channels * taps;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({rows, 16, work / 65536}));
+  const int64_t chunk_size = (taps + 1) * c_stride;
+  std::vector<acc_t> partial(chunks * chunk_size, acc_t(0));
   // Output columns whose taps all land inside the input row.
   const int64_t first_tap = -g.pad_left, last_tap = (g.kernel_w - 1) * g.dilation_w - g.pad_left;
   const int64_t ow_lo = first_tap >= 0 ? 0 : (-first_tap + g.stride_w - 1) / g.stride_w;
@@ -243,16 +341,17 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
       }
     }
   });
-  at::parallel_for(0, g.channels, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      for (int64_t t = 0; t <= taps; ++t) {
-        acc_t total = 0;
-        for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[(chunk * (taps + 1) + t) * c_stride + c];
-        if (t < taps && grad_w) grad_w[c * taps + t] = total;
-        if (t == taps && grad_b) grad_b[c] = total;
-      }
-    }
-  });
+  // Chunk sums, vectorised over channels, in chunk order; then [tap][C] -> [C][tap].
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    const acc_t* src = partial.data() + chunk * chunk_size;
+    acc_t* dst = partial.data();
+    for (int64_t k = 0; k < chunk_size; k += V) (Vec::loadu(dst + k) + Vec::loadu(src + k)).store(dst + k);
+  }
+  for (int64_t c = 0; c < g.channels; ++c) {
+    if (grad_w)
+      for (int64_t t = 0; t < taps; ++t) grad_w[c * taps + t] = partial[t * c_stride + c];
+    if (grad_b) grad_b[c] = partial[taps * c_stride + c];
+  }
 }
 
 }  // namespace
