@@ -1,91 +1,17 @@
 """``dsconv-ext demo`` (``make demo``): a two-minute tour on CPU.
 
 1. Which backends this install has.
-2. The three ops on a ConvNeXt-T stage-1 depthwise layer (N=8, C=96, 56x56, k=7, fp32), NCHW and
-   channels_last: largest difference from the PyTorch oracle, and forward / forward+backward
-   time against ``F.conv2d(groups=C)`` in the same run.
+2. The quick benchmark: the three ops on a ConvNeXt-T stage-1 depthwise layer (N=8, C=96,
+   56x56, k=7, fp32), NCHW and channels_last, forward and forward+backward against
+   ``F.conv2d(groups=C)`` in the same run.
 3. The modules: parameters per layer, and fitting DoG and master8 layers to DoG-like filters.
 """
 
 import torch
-import torch.nn.functional as F
 
-from . import BankConv2d, DepthwiseConv2d, DoGConv2d, available_backends, reference
-from .functional import bank_conv2d, depthwise_conv2d, dog_conv2d
+from . import BankConv2d, DepthwiseConv2d, DoGConv2d, available_backends
+from .benchmarking import run as run_benchmark
 from .families import dog
-from .families.bank import master8
-from .timing import median_ms
-
-
-def _fwd_bwd(fn, inputs):
-    def run():
-        out = fn()
-        torch.autograd.grad(out, inputs, torch.ones_like(out))
-
-    return run
-
-
-def compare_ops(batch: int, channels: int, size: int, kernel: int, repeats: int) -> list:
-    torch.manual_seed(0)
-    rows = []
-    for layout in ("nchw", "channels_last"):
-        x = torch.randn(batch, channels, size, size)
-        if layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        weight = (torch.randn(channels, 1, kernel, kernel) * 0.1).requires_grad_(True)
-        bias = torch.randn(channels).requires_grad_(True)
-        params = DoGConv2d(channels, kernel).params.detach().requires_grad_(True)
-        bank = master8(kernel)
-        coeffs = (torch.randn(channels, 8) * 0.1).requires_grad_(True)
-        pad = kernel // 2
-        cases = {
-            "depthwise": (
-                lambda: depthwise_conv2d(x, weight, bias, padding=pad),
-                lambda: reference.depthwise_conv2d_reference(x, weight, bias, padding=pad),
-                (x, weight, bias),
-            ),
-            "dog": (
-                lambda: dog_conv2d(x, params, kernel, bias, padding=pad),
-                lambda: reference.dog_conv2d_reference(x, params, kernel, bias, padding=pad),
-                (x, params, bias),
-            ),
-            "bank": (
-                lambda: bank_conv2d(x, bank, coeffs, bias, padding=pad),
-                lambda: reference.bank_conv2d_reference(x, bank, coeffs, bias, padding=pad),
-                (x, coeffs, bias),
-            ),
-        }
-        torch_fwd = lambda: F.conv2d(x, weight, bias, 1, pad, 1, channels)
-        torch_fwd_ms = median_ms(torch_fwd, repeats)
-        torch_bwd_ms = median_ms(_fwd_bwd(torch_fwd, (x, weight, bias)), repeats)
-        for name, (ours, oracle, inputs) in cases.items():
-            with torch.no_grad():
-                error = (ours() - oracle()).abs().max().item()
-            rows.append(
-                {
-                    "op": name,
-                    "layout": layout,
-                    "max_abs_err": error,
-                    "torch_fwd_ms": torch_fwd_ms,
-                    "ours_fwd_ms": median_ms(ours, repeats),
-                    "torch_fwd_bwd_ms": torch_bwd_ms,
-                    "ours_fwd_bwd_ms": median_ms(_fwd_bwd(ours, inputs), repeats),
-                }
-            )
-    return rows
-
-
-def print_table(rows: list) -> None:
-    header = f"{'op':<10} {'layout':<14} {'max|err|':>9} {'torch fwd':>10} {'ours fwd':>9} {'torch f+b':>10} {'ours f+b':>9} {'f+b speedup':>12}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        speedup = r["torch_fwd_bwd_ms"] / r["ours_fwd_bwd_ms"]
-        print(
-            f"{r['op']:<10} {r['layout']:<14} {r['max_abs_err']:>9.1e} {r['torch_fwd_ms']:>8.1f}ms "
-            f"{r['ours_fwd_ms']:>7.1f}ms {r['torch_fwd_bwd_ms']:>8.1f}ms {r['ours_fwd_bwd_ms']:>7.1f}ms {speedup:>11.2f}x"
-        )
 
 
 def _module_tour(channels: int, kernel: int) -> None:
@@ -119,11 +45,11 @@ def _module_tour(channels: int, kernel: int) -> None:
     print(f"  to_conv() of the fitted DoG layer matches it to {gap:.1e}")
 
 
-def run_demo(quick: bool = False) -> None:
+def run_demo() -> None:
     print(f"dsconv_ext demo | torch {torch.__version__} | {torch.get_num_threads()} CPU threads")
     print(f"available backends: {available_backends()}")
-    batch = 2 if quick else 8
-    print(f"\nConvNeXt-T stage-1 depthwise layer: N={batch}, C=96, 56x56, k=7, fp32, backend=auto, median of 5 runs")
-    print_table(compare_ops(batch, 96, 56, 7, repeats=3 if quick else 5))
+    print("\nThe ops against F.conv2d(groups=C) on a ConvNeXt-T stage-1 layer (`dsconv-ext bench --quick`;")
+    print("`dsconv-ext bench` runs every shape and saves the table):")
+    run_benchmark(quick=True)
     _module_tour(96, 7)
     print(f"\nDoG-jet parameters per channel: {dog.NUM_PARAMS} ({', '.join(dog.COEFF_NAMES)}, rho, tau)")

@@ -5,11 +5,11 @@ HELP = "a short tour: correctness and speed of the ops against PyTorch, the modu
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true", help="smaller batch, fewer repeats")
+    pass
 
 
 def run(args) -> int:
     from ..demo import run_demo
 
-    run_demo(quick=args.quick)
+    run_demo()
     return 0
