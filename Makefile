@@ -29,6 +29,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)
 
 demo: install
 	$(PY) -m dsconv_ext.cli demo
+	$(PY) -m dsconv_ext.cli analyze --out build/analysis-mobilenetv2
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -3,13 +3,15 @@
 Public API: the ops ``depthwise_conv2d``, ``dog_conv2d``, ``bank_conv2d``; the modules
 ``DepthwiseConv2d``, ``DoGConv2d``, ``BankConv2d``; ``available_backends()``; model surgery
 (``dsconv_ext.surgery``): ``convert``, ``revert``, ``init_dog_``, ``freeze_depthwise``,
-``transplant_depthwise``.
+``transplant_depthwise``; filter analysis (``dsconv_ext.analysis``): ``analyze``, ``extract``,
+``write_analysis``; CLI ``dsconv-ext analyze``.
 """
 
 from . import _native  # noqa: F401  (loads the compiled kernels, or warns once)
 from .backends import available_backends, deterministic_enabled
 from .families.bank import dog_jet_bank, master8
 from .families.dog import dog_filters
+from . import analysis  # noqa: F401
 from . import reference
 from .functional import bank_conv2d, depthwise_conv2d, dog_conv2d
 from .modules import BankConv2d, DepthwiseConv2d, DoGConv2d

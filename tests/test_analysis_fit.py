@@ -8,13 +8,21 @@ import torch
 from dsconv_ext.analysis import dog_fit
 from dsconv_ext.analysis.normalize import normalize_filters
 from dsconv_ext.families import dog
-from dsconv_ext.families.fitting import cosine, fit_dog
+from dsconv_ext.families.fitting import _ridge_solve, cosine, fit_dog
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """As the analysis itself: one thread is fastest on a shared CPU (conftest restores it)."""
+    torch.set_num_threads(1)
 
 
 def _planted_dogs(count: int, kernel_size=(7, 7), seed: int = 0):
-    """Centre-surround DoGs with every jet term present: identifiable (sigma, gamma)."""
+    """Centre-surround DoGs plus first derivatives and a cross (Gxy). No Gxx / Gyy: their
+    Laplacian part is itself centre-surround and would make gamma unidentifiable."""
     generator = torch.Generator().manual_seed(seed)
     coeffs = 0.3 * torch.randn(count, dog.NUM_COEFFS, generator=generator, dtype=torch.float64)
+    coeffs[:, [3, 5]] = 0.0
     coeffs[:, 0] = 1.0
     coeffs[:, 6] = -(0.5 + 0.5 * torch.rand(count, generator=generator, dtype=torch.float64))
     coeffs[:, 7] = 0.0
@@ -38,11 +46,15 @@ def test_planted_parameters_are_recovered():
     sigma_error = (fit.sigma.double() - sigma).abs() / sigma
     assert sigma_error.median() < 0.05, sigma_error.median()
     assert (fit.gamma.double() - gamma).abs().median() < 0.06
-    # Coefficients, up to the normalisation: normalised filter = (f - mean) / |f - mean|.
+    # Coefficients, up to the normalisation: normalised filter = (f - mean) / |f - mean|. The
+    # odd and cross terms (Gx, Gy, Gxy) are orthogonal to the centre-surround part and come back
+    # directly; centre and surround trade off with the constant, so only their signs are checked.
     centred_norm = (clean - clean.mean((1, 2), keepdim=True)).flatten(1).norm(dim=1)
-    expected = params[:, :7] / centred_norm[:, None]
-    error = (fit.params[:, :7] - expected).norm(dim=1) / expected.norm(dim=1)
-    assert error.median() < 0.1, error.median()
+    expected = params[:, [1, 2, 4]] / centred_norm[:, None]
+    error = (fit.params[:, [1, 2, 4]] - expected).norm(dim=1) / expected.norm(dim=1)
+    assert error.median() < 0.05, error.median()
+    on_centre = (fit.params[:, 0] > 0) & (fit.params[:, 6] < 0)
+    assert on_centre.float().mean() > 0.95
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (5, 5), (7, 7), (5, 3)])
@@ -72,22 +84,23 @@ def test_separable_solve_equals_dense_least_squares():
     target = torch.randn(50, 5, 7, generator=generator, dtype=torch.float64)
     solved, cos = dog_fit._solve_per_filter(target, params, (5, 7), "integrated")
     basis = dog.dog_basis(params, (5, 7)).flatten(2)  # [n, 8, K]
-    dense = torch.linalg.lstsq(basis.transpose(1, 2), target.flatten(1)[:, :, None]).solution[:, :, 0]
-    dense_fit = (dense[:, None, :] @ basis)[:, 0]
+    dense_fit = torch.stack([  # the same ridge least squares, one filter at a time
+        (_ridge_solve(basis[i], target[i].flatten()[None], dog_fit.RIDGE) @ basis[i])[0] for i in range(50)
+    ])
     ours_fit = dog.dog_filters(solved, (5, 7)).flatten(1)
     torch.testing.assert_close(ours_fit, dense_fit, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(cos, cosine(dense_fit, target), atol=1e-8, rtol=0)
 
 
-def test_projection_energies_are_squared_fit_cosines():
+def test_grid_scores_are_squared_cosines_of_the_ridge_fits():
     kernel_size = (7, 7)
     sigmas, gammas = dog_fit.default_grid(kernel_size)
-    grid = dog_fit._grid_params(sigmas[::6], gammas[::3])
-    basis = dog.dog_basis(grid, kernel_size).flatten(2)
-    spans = dog_fit._orthonormal_spans(basis).float()
-    filters = normalize_filters(torch.randn(30, *kernel_size, generator=torch.Generator().manual_seed(6)))
-    energies = dog_fit._projection_energies(filters.flatten(1), spans)  # [30, P]
-    for p in range(grid.shape[0]):
-        solution = torch.linalg.lstsq(basis[p].t(), filters.flatten(1).double().t()).solution  # [8, 30]
-        fit_cos = cosine((basis[p].t() @ solution).t(), filters.flatten(1).double())
-        torch.testing.assert_close(energies[:, p].double(), fit_cos.square(), atol=1e-5, rtol=0)
+    grid = dog_fit._grid_params(sigmas, gammas)
+    basis = dog.dog_basis(grid, kernel_size).flatten(2)  # [P, 8, K]
+    spans = dog_fit._ridge_spans(basis).float()
+    filters = normalize_filters(torch.randn(30, *kernel_size, generator=torch.Generator().manual_seed(6))).flatten(1)
+    scores = dog_fit._fit_scores(filters, spans)  # [30, P]
+    # fit_dog's grid step: ridge least squares at every grid point.
+    fits = _ridge_solve(basis, filters.double(), dog_fit.RIDGE) @ basis  # [P, 30, K]
+    expected = torch.stack([cosine(fits[p], filters.double()) for p in range(grid.shape[0])], 1).square()
+    torch.testing.assert_close(scores.double(), expected, atol=2e-4, rtol=0)
