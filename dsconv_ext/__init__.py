@@ -12,7 +12,7 @@ from .backends import available_backends, deterministic_enabled
 from .families.bank import dog_jet_bank, master8
 from .families.dog import dog_filters
 from . import analysis  # noqa: F401
-from . import reference
+from . import reference  # noqa: F401  (dsconv_ext.reference: the oracle)
 from .functional import bank_conv2d, depthwise_conv2d, dog_conv2d
 from .modules import BankConv2d, DepthwiseConv2d, DoGConv2d
 from .surgery import (ConversionReport, TransplantReport, convert, freeze_depthwise, init_dog_, revert,

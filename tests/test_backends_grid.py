@@ -107,21 +107,22 @@ def _valid(shape, kernel_size, stride, padding, dilation):
     return True
 
 
-def _sweep():
-    sizes = [(1, 3, 7, 9), (3, 2, 5, 5)]
-    strides = [1, 2, (1, 2)]
-    dilations = [1, 2]
-    paddings = [0, 1, "same", (0, 1, 2, 0)]
-    kernels = [(3, 3), (5, 5), (3, 5), (4, 4), (1, 1)]
+def geometry_cases(shapes, kernels, strides, dilations, paddings):
+    """pytest params for every valid combination (``same`` only at stride 1)."""
     cases = []
-    for shape, stride, dilation, padding, kernel in itertools.product(sizes, strides, dilations, paddings, kernels):
+    for shape, kernel, stride, dilation, padding in itertools.product(shapes, kernels, strides, dilations, paddings):
         if padding == "same" and stride != 1:
             continue
         if not _valid(shape, kernel, stride, padding, dilation):
             continue
         cases.append(pytest.param(shape, kernel, stride, padding, dilation,
-                                  id=f"{shape[0]}x{shape[2]}x{shape[3]}-k{kernel[0]}x{kernel[1]}-s{stride}-p{padding}-d{dilation}"))
+                                  id=f"{'x'.join(map(str, shape))}-k{kernel[0]}x{kernel[1]}-s{stride}-p{padding}-d{dilation}"))
     return cases
+
+
+def _sweep():
+    return geometry_cases([(1, 3, 7, 9), (3, 2, 5, 5)], [(3, 3), (5, 5), (3, 5), (4, 4), (1, 1)], [1, 2, (1, 2)],
+                          [1, 2], [0, 1, "same", (0, 1, 2, 0)])
 
 
 SWEEP = _sweep()

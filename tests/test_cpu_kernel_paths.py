@@ -10,7 +10,6 @@ The small shapes of test_backends_grid.py only reach the narrowest register tile
 * every dtype (fp64 has half as many lanes; bf16 / fp16 convert on load and store).
 """
 
-import itertools
 
 import pytest
 import torch
@@ -18,19 +17,11 @@ import torch
 import dsconv_ext
 
 from conftest import LAYOUTS
-from test_backends_grid import _valid, check_depthwise
+from test_backends_grid import check_depthwise, geometry_cases
 
 
 def _cases(shapes, kernels, strides, dilations, paddings):
-    cases = []
-    for shape, kernel, stride, dilation, padding in itertools.product(shapes, kernels, strides, dilations, paddings):
-        if padding == "same" and stride != 1:
-            continue
-        if not _valid(shape, kernel, stride, padding, dilation):
-            continue
-        cases.append(pytest.param(shape, kernel, stride, padding, dilation,
-                                  id=f"{'x'.join(map(str, shape))}-k{kernel[0]}x{kernel[1]}-s{stride}-p{padding}-d{dilation}"))
-    return cases
+    return geometry_cases(shapes, kernels, strides, dilations, paddings)
 
 
 WIDE_PLANES = _cases(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dsconv_ext import BankConv2d, DepthwiseConv2d, DoGConv2d
+from dsconv_ext import BankConv2d, DepthwiseConv2d
 from dsconv_ext.families import dog
 from dsconv_ext.families.bank import master8
 from dsconv_ext.families.fitting import fit_dog

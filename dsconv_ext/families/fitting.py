@@ -86,9 +86,10 @@ def _grid_fit(target: torch.Tensor, kernel_size: Sequence[int], profile: str, si
     return params
 
 
-def _refine(params: torch.Tensor, target: torch.Tensor, kernel_size, profile: str, steps: int) -> torch.Tensor:
-    """A few L-BFGS steps on all ten parameters jointly; channels are independent, so one
-    summed loss refines all at once. Keeps, per channel, whichever of before/after fits better."""
+def refine_dog(params: torch.Tensor, target: torch.Tensor, kernel_size, profile: str, steps: int) -> torch.Tensor:
+    """A few L-BFGS steps on all ten parameters jointly (``params [C, 10]``, ``target [C, kh*kw]``);
+    channels are independent, so one summed loss refines all at once. Keeps, per channel,
+    whichever of before/after fits better."""
     start = params.detach().clone()
     refined = start.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([refined], max_iter=steps, line_search_fn="strong_wolfe")
@@ -131,6 +132,6 @@ def fit_dog(
     gammas = gammas.to(device=device, dtype=torch.float64)
     params = _grid_fit(target, kernel_size, profile, sigmas, gammas)
     if refine_steps > 0:
-        params = _refine(params, target, kernel_size, profile, refine_steps)
+        params = refine_dog(params, target, kernel_size, profile, refine_steps)
     fitted = dog.dog_filters(params, kernel_size, profile)
     return params, cosine(fitted, target)

@@ -93,6 +93,18 @@ class BankConv2d(DepthwiseBase):
             text += ", offset=True"
         return text
 
+    @torch.no_grad()
+    def load_fitted(self, coeffs: torch.Tensor, offsets=None) -> None:
+        """Set the filters from fitted coefficients ``[C, M]`` (one-hot times scale when
+        ``select``) and offsets ``[C]`` (used when the layer has an offset)."""
+        if self.select:
+            self.assignment.copy_(coeffs.abs().argmax(1))
+            self.scale.copy_(coeffs.sum(1).to(self.scale))
+        else:
+            self.coeffs.copy_(coeffs.to(self.coeffs))
+        if self.offset is not None:
+            self.offset.copy_(offsets.to(self.offset))
+
     @classmethod
     def from_conv(cls, conv: nn.Module, bank: Union[str, torch.Tensor] = "master8", select: bool = False,
                   offset: bool = False, trainable_bank: bool = False, backend: str = "auto") -> "BankConv2d":
@@ -102,14 +114,7 @@ class BankConv2d(DepthwiseBase):
         spec = depthwise_conv_spec(conv)
         module = cls(**spec, bank=bank, select=select, offset=offset, trainable_bank=trainable_bank, backend=backend)
         coeffs, offsets, cos = fit_bank(conv.weight.detach()[:, 0], module.bank, offset=offset, select=select)
-        with torch.no_grad():
-            if select:
-                module.assignment.copy_(coeffs.abs().argmax(1))
-                module.scale.copy_(coeffs.sum(1).to(module.scale))
-            else:
-                module.coeffs.copy_(coeffs.to(module.coeffs))
-            if offset:
-                module.offset.copy_(offsets.to(module.offset))
+        module.load_fitted(coeffs, offsets)
         copy_bias_from(module, conv)
         module.fit_cosine = cos.to(torch.float32).cpu()
         return module

@@ -3,7 +3,7 @@ names, a ``weight`` (the materialised ``[C, 1, kh, kw]`` filter), ``to_conv`` an
 ``from_conv`` needs."""
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import nn

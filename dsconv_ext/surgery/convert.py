@@ -302,14 +302,7 @@ def _build(site: Site, target, layer_bank, fitted, fit: bool, *, select, offset,
         elif target is DoGConv2d:
             new.params.copy_(fitted.to(new.params))
         else:
-            coeffs, offsets = fitted
-            if select:
-                new.assignment.copy_(coeffs.abs().argmax(1))
-                new.scale.copy_(coeffs.sum(1).to(new.scale))
-            else:
-                new.coeffs.copy_(coeffs.to(new.coeffs))
-            if offset:
-                new.offset.copy_(offsets.to(new.offset))
+            new.load_fitted(*fitted)
         if new.bias is not None:
             new.bias.copy_(old.bias.detach())
     frozen = not _filter_requires_grad(old)

@@ -35,7 +35,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..families import dog
-from ..families.fitting import cosine, fit_bank
+from ..families.fitting import cosine, fit_bank, refine_dog
 
 CHUNK_BYTES = 256 * 2**20
 GRID_RIDGE = 1e-8
@@ -172,31 +172,6 @@ def local_search(params: torch.Tensor, target: torch.Tensor, kernel_size: Sequen
     return dog.make_params(coeffs, log_sigma.exp(), gamma)
 
 
-def refine(params: torch.Tensor, target: torch.Tensor, kernel_size: Sequence[int], profile: str,
-           steps: int) -> torch.Tensor:
-    """``steps`` L-BFGS iterations on all ten parameters of every channel (one summed loss:
-    channels are independent); per channel, keeps whichever of before / after fits better."""
-    start = params.detach().clone()
-    refined = start.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([refined], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = ((dog.dog_filters(refined, kernel_size, profile).flatten(1) - target) ** 2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    refined = refined.detach()
-
-    def error(p):
-        return ((dog.dog_filters(p, kernel_size, profile).flatten(1) - target) ** 2).sum(1)
-
-    better = torch.isfinite(refined).all(1) & (error(refined) < error(start))
-    return torch.where(better[:, None], refined, start)
-
-
 def fit_dog_filters(filters: torch.Tensor, profile: str = "integrated", levels: int = DEFAULT_LEVELS,
                     refine_steps: int = 0, chunk: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fit the DoG jet to ``filters [C, kh, kw]``: ``(params [C, 10] float64, cosine [C])``."""
@@ -212,7 +187,7 @@ def fit_dog_filters(filters: torch.Tensor, profile: str = "integrated", levels: 
             part = unit[start:start + chunk]
             fitted = local_search(grid_fit(part, kernel_size, profile), part, kernel_size, profile, levels)
             if refine_steps > 0:
-                fitted = refine(fitted, part, kernel_size, profile, refine_steps)
+                fitted = refine_dog(fitted, part, kernel_size, profile, refine_steps)
             params[start:start + chunk] = fitted
         params[:, :dog.NUM_COEFFS] *= norms[:, None]
         cos = cosine(dog.dog_filters(params, kernel_size, profile), target.reshape(filters.shape))

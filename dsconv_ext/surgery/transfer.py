@@ -241,7 +241,7 @@ def transplant_depthwise(
     writes = []
     for site, src_name, source, filters, kernel_how, channel_how in prepared:
         layer = site.module
-        fitted = cos_median = cos_min = None
+        fitted = None
         if isinstance(layer, DoGConv2d):
             params = fit_dog_layers([filters], layer.profile, refine_steps=refine_steps)[0]
             value, fitted = ("params", params), "dog"
@@ -262,14 +262,7 @@ def transplant_depthwise(
             elif kind == "params":
                 layer.params.copy_(value.to(layer.params))
             else:
-                coeffs, offsets = value
-                if layer.select:
-                    layer.assignment.copy_(coeffs.abs().argmax(1))
-                    layer.scale.copy_(coeffs.sum(1).to(layer.scale))
-                else:
-                    layer.coeffs.copy_(coeffs.to(layer.coeffs))
-                if offsets is not None:
-                    layer.offset.copy_(offsets.to(layer.offset))
+                layer.load_fitted(*value)
             if kind != "weight":
                 cos = cosine(layer.weight.detach().to(torch.float64)[:, 0], prep[3])
                 row.cos_median, row.cos_min = float(cos.median()), float(cos.min())
