@@ -1,7 +1,7 @@
 """Loads the compiled extension ``dsconv_ext._C`` if it was built.
 
-Importing it registers the native kernels as ``torch.ops.dsconv_ext._cpu_*`` (and
-``_cuda_*`` when built with CUDA). A missing or broken build is not an error: the package
+Importing it registers the native kernels as ``torch.ops.dsconv_ext._cpu_*`` (the CUDA
+kernels, when they land, register as ``_cuda_*``). A missing or broken build is not an error: the package
 warns once and runs on the ``reference`` backend.
 """
 

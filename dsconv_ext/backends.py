@@ -40,6 +40,7 @@ def _runs_on(backend: str, device_type: str) -> bool:
     if backend == "cpu":
         return device_type == "cpu" and has_native_op("_cpu_depthwise_forward")
     if backend == "cuda":
+        # csrc/cuda has no kernels yet: this stays False until they register _cuda_* ops.
         return device_type == "cuda" and has_native_op("_cuda_depthwise_forward")
     # "triton" has no kernels in this version: asking for it falls back with a warning.
     return False
