@@ -68,15 +68,6 @@ class ConvArgs:
         self.dilation = pair(dilation, "dilation", 1)
         self.padding = normalize_padding(padding, self.kernel_size, self.stride, self.dilation)
 
-    def output_hw(self, height: int, width: int) -> Tuple[int, int]:
-        top, bottom, left, right = self.padding
-        span_h = self.dilation[0] * (self.kernel_size[0] - 1) + 1
-        span_w = self.dilation[1] * (self.kernel_size[1] - 1) + 1
-        return (
-            (height + top + bottom - span_h) // self.stride[0] + 1,
-            (width + left + right - span_w) // self.stride[1] + 1,
-        )
-
     def check_input_size(self, height: int, width: int) -> None:
         top, bottom, left, right = self.padding
         span_h = self.dilation[0] * (self.kernel_size[0] - 1) + 1
@@ -86,11 +77,6 @@ class ConvArgs:
                 f"x: input of size {height}x{width} with padding {self.padding} is smaller than the "
                 f"dilated kernel {span_h}x{span_w}"
             )
-
-    def symmetric_padding(self):
-        """``(ph, pw)`` when top == bottom and left == right, else None."""
-        top, bottom, left, right = self.padding
-        return (top, left) if top == bottom and left == right else None
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
