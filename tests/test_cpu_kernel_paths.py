@@ -85,3 +85,34 @@ def test_cpu_strided_1x1_leaves_skipped_pixels_with_zero_grad(layout, stride):
     read[::sh, ::sw] = True
     assert torch.equal(gx[:, :, ~read], torch.zeros_like(gx[:, :, ~read]))
     torch.testing.assert_close(gx[:, :, read], w.view(1, 5, 1).expand(2, 5, int(read.sum())))
+
+
+# NCHW planes narrower than a vector run through channels_last: the layout copies' transposes
+# have full 16x16 tiles, partial tiles in both directions (channels and pixels not multiples of
+# 16), and images a batch stride apart that is not N * C * H * W (a batch-sliced view).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
+                         ids=["fp32", "fp64", "bf16", "fp16"])
+@pytest.mark.parametrize("channels,size", [(16, 4), (35, 7), (48, 13), (21, 5)])
+def test_cpu_narrow_planes_via_layout_copy(dtype, channels, size):
+    check_depthwise("cpu", (3, channels, size + 2, size), (3, 3), 1, 1, 1, True, "nchw", dtype)
+
+
+def test_cpu_narrow_planes_batch_sliced_view():
+    base = torch.randn(6, 40, 9, 9)
+    x = base[1::2].requires_grad_(True)  # dense planes, batch stride 2 * C * H * W
+    w = torch.randn(40, 1, 3, 3, requires_grad=True)
+    y = dsconv_ext.depthwise_conv2d(x, w, None, 1, 1, 1, backend="cpu")
+    x64, w64 = x.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    y64 = torch.nn.functional.conv2d(x64, w64, None, 1, 1, 1, 40)
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+    gy = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, w), gy)
+    gx64, gw64 = torch.autograd.grad(y64, (x64, w64), gy.double())
+    torch.testing.assert_close(gx.double(), gx64, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw.double(), gw64, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cpu_kernel_wider_than_a_weight_grad_batch(layout):
+    # 1 x 67 taps: the channels_last filter gradient flushes its 64-tap batches mid-row
+    check_depthwise("cpu", (1, 3, 3, 40), (1, 67), 1, (0, 0, 33, 33), 1, True, layout, torch.float32)

@@ -8,6 +8,7 @@
 
 #include "../conv_geometry.h"
 #include "depthwise_cpu.h"
+#include "tap_groups.h"
 #include "tensor_strides.h"
 #include "vec_io.h"
 
@@ -235,64 +236,84 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
   });
 }
 
-// Filter-gradient partial sums of one output row (n, oh), kJ taps of kernel row i at a time.
-template <typename scalar_t, int kJ, bool kPartial>
-void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_row,
-                          int64_t x_step, int64_t j0, int64_t ow_lo, int64_t ow_hi, int64_t count,
-                          at::opmath_type<scalar_t>* partial, int64_t c_stride) {
+// Filter-gradient partial sums of one output row (n, oh) for kTaps taps (any kernel rows and
+// columns, see for_each_tap_group), one vector accumulator per tap.
+// tap_elements[t]: element offset of tap t's source pixel from output column 0's anchor in x;
+// col_offset[t]: its column offset, to bounds-check border columns; partial_of[t]: where its sum goes.
+template <typename scalar_t, int kTaps, bool kPartial>
+void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_anchor,
+                          int64_t x_pixel, const int64_t* tap_elements, const int64_t* col_offset, int64_t ow_lo,
+                          int64_t ow_hi, int64_t count, at::opmath_type<scalar_t>* const* partial_of) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<acc_t>;
-  Vec acc[kJ];
-  for (int j = 0; j < kJ; ++j) acc[j] = Vec(acc_t(0));
-  int64_t col_offset[kJ], tap_elements[kJ];
-  for (int j = 0; j < kJ; ++j) {
-    col_offset[j] = (j0 + j) * g.dilation_w - g.pad_left;
-    tap_elements[j] = col_offset[j] * x_step;
-  }
+  Vec acc[kTaps];
+  for (int t = 0; t < kTaps; ++t) acc[t] = Vec(acc_t(0));
+  int64_t elements[kTaps];
+  for (int t = 0; t < kTaps; ++t) elements[t] = tap_elements[t];
   // One base pointer per output column plus per-tap element offsets: the addressing modes
   // do the rest, so the loop is loads and FMAs.
-  const int64_t x_pixel = g.stride_w * x_step, in_w = g.in_w, stride_w = g.stride_w;
-  const scalar_t* x_base = x_row;
+  const int64_t in_w = g.in_w, stride_w = g.stride_w;
+  const scalar_t* x_base = x_anchor;
   const scalar_t* gy_px = gy_row;
   for (int64_t ow = 0; ow < g.out_w; ++ow, x_base += x_pixel, gy_px += gy_step) {
     const Vec gv = load_channels<scalar_t, kPartial>(gy_px, count);
     if (ow >= ow_lo && ow < ow_hi) {
-      for (int j = 0; j < kJ; ++j)
-        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + tap_elements[j], count), acc[j]);
+      for (int t = 0; t < kTaps; ++t)
+        acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
     } else {
-      for (int j = 0; j < kJ; ++j) {
-        const int64_t iw = ow * stride_w + col_offset[j];
+      for (int t = 0; t < kTaps; ++t) {
+        const int64_t iw = ow * stride_w + col_offset[t];
         if (iw < 0 || iw >= in_w) continue;
-        acc[j] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + tap_elements[j], count), acc[j]);
+        acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
       }
     }
   }
-  for (int j = 0; j < kJ; ++j) {
-    acc_t* dst = partial + j * c_stride;
-    (Vec::loadu(dst) + acc[j]).store(dst);
+  for (int t = 0; t < kTaps; ++t) {
+    acc_t* dst = partial_of[t];
+    (Vec::loadu(dst) + acc[t]).store(dst);
   }
 }
 
+// The taps of output row oh whose kernel row lands inside the input, in tap order, grouped
+// as for_each_tap_group does; x_n is image n of x, offset to channel c0.
 template <typename scalar_t, bool kPartial>
 void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
                      int64_t oh, int64_t ow_lo, int64_t ow_hi, int64_t c0, int64_t count,
                      at::opmath_type<scalar_t>* partial, int64_t c_stride) {
-  for (int64_t i = 0; i < g.kernel_h; ++i) {
-    const int64_t ih = oh * g.stride_h - g.pad_top + i * g.dilation_h;
-    if (ih < 0 || ih >= g.in_h) continue;
-    const scalar_t* x_row = x_n + ih * xs.h + c0;
-    for (int64_t j0 = 0; j0 < g.kernel_w; j0 += 8) {
-      const int64_t n_taps = std::min<int64_t>(8, g.kernel_w - j0);
-      auto* dst = partial + (i * g.kernel_w + j0) * c_stride + c0;
-#define DSCONV_TAPS_CASE(K) \
-  case K: weight_grad_row_taps<scalar_t, K, kPartial>(g, gy_row, gy_step, x_row, xs.w, j0, ow_lo, ow_hi, count, dst, c_stride); break;
-      switch (n_taps) {
-        DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4)
-        DSCONV_TAPS_CASE(5) DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) default: DSCONV_TAPS_CASE(8)
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t kMaxTaps = 64;
+  int64_t tap_elements[kMaxTaps], col_offset[kMaxTaps];
+  acc_t* partial_of[kMaxTaps];
+  const int64_t anchor_row = oh * g.stride_h - g.pad_top;
+  int64_t taps = 0;
+  // Runs the taps collected so far; large kernels are flushed kMaxTaps taps at a time.
+  auto flush = [&] {
+    for_each_tap_group(taps, [&](int64_t first, int64_t n) {
+#define DSCONV_TAPS_CASE(K)                                                                                     \
+  case K:                                                                                                      \
+    weight_grad_row_taps<scalar_t, K, kPartial>(g, gy_row, gy_step, x_n, g.stride_w * xs.w, tap_elements + first, \
+                                                col_offset + first, ow_lo, ow_hi, count, partial_of + first);    \
+    break;
+      switch (n) {
+        DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4) DSCONV_TAPS_CASE(5)
+        DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) DSCONV_TAPS_CASE(8) DSCONV_TAPS_CASE(9) DSCONV_TAPS_CASE(10)
+        DSCONV_TAPS_CASE(11) default: DSCONV_TAPS_CASE(12)
       }
 #undef DSCONV_TAPS_CASE
+    });
+    taps = 0;
+  };
+  for (int64_t i = 0; i < g.kernel_h; ++i) {
+    const int64_t ih = anchor_row + i * g.dilation_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    for (int64_t j = 0; j < g.kernel_w; ++j) {
+      col_offset[taps] = j * g.dilation_w - g.pad_left;
+      tap_elements[taps] = ih * xs.h + col_offset[taps] * xs.w;
+      partial_of[taps] = partial + (i * g.kernel_w + j) * c_stride + c0;
+      if (++taps == kMaxTaps) flush();
     }
   }
+  flush();
 }
 
 template <typename scalar_t>
@@ -334,9 +355,9 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
           }
           if (!grad_w) continue;
           if (count == V)
-            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
           else
-            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
         }
       }
     }

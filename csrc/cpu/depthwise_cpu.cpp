@@ -1,6 +1,7 @@
 // Entry points of the CPU backend: argument checks, output allocation, layout choice.
 #include "depthwise_cpu.h"
 
+#include "layout_copy.h"
 #include "vec_io.h"
 
 namespace dsconv_ext {
@@ -16,7 +17,8 @@ bool use_channels_last_kernels(const at::Tensor& x, bool channels_last) {
 
 // Narrow planes leave most vector lanes of the width-vectorised kernels idle (a 7x7 plane fills
 // 7 of 16 lanes) and pay per-plane set-up on little work; such layers are small, so copying
-// them to channels_last and back costs less than running them per plane (measured: 7x7 and 14x14 planes).
+// them to channels_last and back (layout_copy.h) costs less than running them per plane
+// (measured: 7x7 and 14x14 planes; at 28x28 the plane kernels win).
 constexpr int64_t kNarrowPlane = 16;
 
 bool run_narrow_planes_channels_last(const ConvGeometry& g, bool channels_last) {
@@ -55,17 +57,15 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,
                              at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
   check_common(x, weight);
   const ConvGeometry g = make_geometry(x.sizes(), {weight.size(2), weight.size(3)}, stride, padding, dilation);
+  if (run_narrow_planes_channels_last(g, channels_last)) {
+    return to_contiguous(depthwise_forward(to_channels_last(x), weight, bias, stride, padding, dilation, true));
+  }
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor y = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options().memory_format(format));
   if (y.numel() == 0) return y;
   const auto acc = at::toOpMathType(x.scalar_type());
   const int64_t taps = g.kernel_h * g.kernel_w;
   const bool has_bias = bias.has_value() && bias->defined();
-  if (run_narrow_planes_channels_last(g, channels_last)) {
-    return depthwise_forward(x.contiguous(at::MemoryFormat::ChannelsLast), weight, bias, stride, padding, dilation,
-                             true)
-        .contiguous();
-  }
   if (use_channels_last_kernels(x, channels_last)) {
     at::Tensor b = has_bias ? padded_bias(*bias, g.channels, acc) : at::Tensor();
     forward_channels_last_dispatch(x, filter_transposed(weight, g.channels, taps, acc), b, y, g);
@@ -87,10 +87,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward(
                   grad_out.size(2) == g.out_h && grad_out.size(3) == g.out_w,
               "dsconv_ext cpu: grad_out has the wrong shape");
   if (run_narrow_planes_channels_last(g, channels_last)) {
-    auto grads = depthwise_backward(grad_out.contiguous(at::MemoryFormat::ChannelsLast),
-                                    x.contiguous(at::MemoryFormat::ChannelsLast), weight, stride, padding, dilation,
-                                    need_input, need_weight, need_bias, true);
-    if (need_input) std::get<0>(grads) = std::get<0>(grads).contiguous();
+    // Only grad-weight reads x's values; otherwise an unwritten tensor of its shape will do.
+    const at::Tensor x_cl = need_weight ? to_channels_last(x)
+                                        : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    auto grads = depthwise_backward(to_channels_last(grad_out), x_cl, weight, stride, padding, dilation, need_input,
+                                    need_weight, need_bias, true);
+    if (need_input) std::get<0>(grads) = to_contiguous(std::get<0>(grads));
     return grads;
   }
   const auto acc = at::toOpMathType(x.scalar_type());

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tap_groups.h"
 #include "vec_io.h"
 
 namespace dsconv_ext {
@@ -192,24 +193,25 @@ inline void correlation_extent(int64_t out_h, int64_t out_w, int64_t& rows, int6
   cols = round_up(out_w, 4 * V);
 }
 
-// grad_w[i][j] += sum_oh sum_ow g[oh][ow] * plane[offset(i, j) + oh * row_step + ow] for kJ
-// consecutive taps of one kernel row, kept in kJ vector accumulators. g is zero past out_w.
-template <typename acc_t, int kJ>
+// grad_w[t] += sum_oh sum_ow g[oh][ow] * plane[offsets[t] + oh * row_step + ow] for kTaps taps
+// (any taps of the filter: each has its own plane offset), kept in kTaps vector accumulators.
+// g is zero past out_w.
+template <typename acc_t, int kTaps>
 inline void weight_grad_taps(const acc_t* plane, const int64_t* offsets, const acc_t* g, int64_t g_cols,
                              int64_t out_h, int64_t row_step, acc_t* grad_w) {
   using Vec = at::vec::Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
-  Vec acc[kJ];
-  for (int j = 0; j < kJ; ++j) acc[j] = Vec(acc_t(0));
+  Vec acc[kTaps];
+  for (int t = 0; t < kTaps; ++t) acc[t] = Vec(acc_t(0));
   for (int64_t oh = 0; oh < out_h; ++oh) {
     const acc_t* g_row = g + oh * g_cols;
     const acc_t* p_row = plane + oh * row_step;
     for (int64_t ow = 0; ow < g_cols; ow += V) {
       const Vec gv = Vec::loadu(g_row + ow);
-      for (int j = 0; j < kJ; ++j) acc[j] = at::vec::fmadd(gv, Vec::loadu(p_row + offsets[j] + ow), acc[j]);
+      for (int t = 0; t < kTaps; ++t) acc[t] = at::vec::fmadd(gv, Vec::loadu(p_row + offsets[t] + ow), acc[t]);
     }
   }
-  for (int j = 0; j < kJ; ++j) grad_w[j] += lane_sum(acc[j]);
+  for (int t = 0; t < kTaps; ++t) grad_w[t] += lane_sum(acc[t]);
 }
 
 template <typename acc_t>
@@ -217,24 +219,19 @@ inline void weight_grad_plane(const PhasePlane<acc_t>& plane, const int64_t* off
                               int64_t kernel_w, const acc_t* g, int64_t g_cols, int64_t out_h,
                               int64_t stride_h, acc_t* grad_w) {
   const int64_t row_step = stride_h * plane.cols;
-  for (int64_t i = 0; i < kernel_h; ++i) {
-    for (int64_t j0 = 0; j0 < kernel_w; j0 += 8) {
-      const int64_t count = std::min<int64_t>(8, kernel_w - j0);
-      const int64_t* offs = offsets + i * kernel_w + j0;
-      acc_t* dst = grad_w + i * kernel_w + j0;
-      const acc_t* p = plane.base();
-      switch (count) {
-        case 1: weight_grad_taps<acc_t, 1>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 2: weight_grad_taps<acc_t, 2>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 3: weight_grad_taps<acc_t, 3>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 4: weight_grad_taps<acc_t, 4>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 5: weight_grad_taps<acc_t, 5>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 6: weight_grad_taps<acc_t, 6>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        case 7: weight_grad_taps<acc_t, 7>(p, offs, g, g_cols, out_h, row_step, dst); break;
-        default: weight_grad_taps<acc_t, 8>(p, offs, g, g_cols, out_h, row_step, dst); break;
-      }
+  const acc_t* p = plane.base();
+  for_each_tap_group(kernel_h * kernel_w, [&](int64_t first, int64_t count) {
+    const int64_t* offs = offsets + first;
+    acc_t* dst = grad_w + first;
+#define DSCONV_TAPS_CASE(K) \
+  case K: weight_grad_taps<acc_t, K>(p, offs, g, g_cols, out_h, row_step, dst); break;
+    switch (count) {
+      DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4) DSCONV_TAPS_CASE(5)
+      DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) DSCONV_TAPS_CASE(8) DSCONV_TAPS_CASE(9) DSCONV_TAPS_CASE(10)
+      DSCONV_TAPS_CASE(11) default: DSCONV_TAPS_CASE(12)
     }
-  }
+#undef DSCONV_TAPS_CASE
+  });
 }
 
 }  // namespace cpu
