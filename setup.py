@@ -1,20 +1,28 @@
-"""Builds ``dsconv_ext._C``.
+"""Builds ``dsconv_ext._C`` (CPU kernels) and, where a CUDA toolkit is found, ``dsconv_ext._C_cuda``.
 
-* C++ CPU sources (``csrc/*.cpp``, ``csrc/cpu/*.cpp``) are always compiled.
-* CUDA sources (``csrc/cuda/*.cu``) are compiled when ``nvcc`` is found (``CUDA_HOME`` or
-  ``PATH``) or ``DSCONV_EXT_FORCE_CUDA=1``; never decided by ``torch.cuda.is_available()``,
-  so a GPU-less build machine still produces a CUDA-enabled wheel.
+* C++ CPU sources (``csrc/*.cpp``, ``csrc/cpu/*.cpp``) are always compiled into ``_C``.
+* CUDA sources (``csrc/cuda/*.cu``, ``csrc/cuda/*.cpp``) are compiled into a separate module
+  ``_C_cuda``, so a CPU-only install's ``_C`` never depends on the CUDA libraries. Built when
+  ``nvcc`` is found, or always with ``DSCONV_EXT_FORCE_CUDA=1`` (which fails loudly when no
+  toolkit is found); never decided by ``torch.cuda.is_available()``, so a GPU-less build
+  machine still produces the CUDA kernels. The toolkit root is ``CUDA_HOME`` / ``CUDA_PATH``
+  when set, else derived from the ``nvcc`` on ``PATH`` (following wrapper scripts through
+  ``nvcc --dryrun``'s ``TOP=``), else ``/usr/local/cuda``; it is exported as ``CUDA_HOME`` for
+  torch's build helpers. Architectures: ``TORCH_CUDA_ARCH_LIST`` (e.g. ``"8.0;9.0"``), else
+  torch's default (the visible GPUs, or all it supports).
 * ``DSCONV_EXT_SKIP_BUILD=1`` builds nothing: the package then runs on the reference backend.
 * ``DSCONV_EXT_CPU_ISA=auto|avx512|avx2|generic`` picks the vector ISA of the CPU kernels. The
   kernels use ATen's ``at::vec::Vectorized``, so one source becomes AVX-512 or AVX2 code; ``auto``
   (default) takes the best the build machine has. Build with ``avx2`` or ``generic`` for a
   binary that must run on older CPUs than the one it is built on.
+* ``DSCONV_EXT_DEBUG=1``: ``-O0 -g`` host code (and ``-G`` device code).
 """
 
 import glob
 import os
 import platform
 import shutil
+import subprocess
 
 from setuptools import find_packages, setup
 
@@ -25,11 +33,40 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _nvcc_found() -> bool:
-    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if cuda_home and os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
-        return True
-    return shutil.which("nvcc") is not None
+def _toolkit_root_of(nvcc: str):
+    """The toolkit root of an ``nvcc`` executable, which may be a wrapper script elsewhere."""
+    real = os.path.realpath(nvcc)
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+        for line in (out.stdout + out.stderr).splitlines():
+            line = line.lstrip("#$ ").strip()
+            if line.startswith("TOP="):
+                top = os.path.realpath(line[len("TOP="):].strip())
+                if os.path.exists(os.path.join(top, "bin", "nvcc")):
+                    return top
+    except (OSError, subprocess.SubprocessError):
+        pass
+    root = os.path.dirname(os.path.dirname(real))
+    if os.path.exists(os.path.join(root, "include", "cuda_runtime.h")):
+        return root
+    return None
+
+
+def _cuda_home():
+    """The CUDA toolkit root, or None when there is no toolkit."""
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(name)
+        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
+            return root
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        root = _toolkit_root_of(nvcc)
+        if root:
+            return root
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
+    return None
 
 
 def _cpu_flags_of_this_machine() -> set:
@@ -76,37 +113,52 @@ def _sources(pattern: str) -> list:
 def _extensions_and_cmdclass():
     if _flag("DSCONV_EXT_SKIP_BUILD"):
         return [], {}
+    cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
+    cuda_home = _cuda_home() if cuda_sources else None
+    if _flag("DSCONV_EXT_FORCE_CUDA"):
+        if not cuda_sources:
+            raise RuntimeError("DSCONV_EXT_FORCE_CUDA=1 but there are no sources under csrc/cuda")
+        if cuda_home is None:
+            raise RuntimeError(
+                "DSCONV_EXT_FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the toolkit root "
+                "or put nvcc on PATH"
+            )
+    with_cuda = cuda_home is not None
+    if with_cuda:
+        # torch.utils.cpp_extension reads CUDA_HOME when it is imported; its own guess from a
+        # wrapper nvcc on PATH can be the wrong directory.
+        os.environ["CUDA_HOME"] = cuda_home
+        print(f"dsconv_ext: building CUDA kernels with the toolkit in {cuda_home}")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
-    with_cuda = bool(cuda_sources) and (_flag("DSCONV_EXT_FORCE_CUDA") or _nvcc_found())
     debug = _flag("DSCONV_EXT_DEBUG")
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags += ["-fopenmp"] + _cpu_isa_flags()
     define_macros = [("Py_LIMITED_API", "0x03090000")]
-    extra = {"cxx": cxx_flags}
-    if with_cuda:
-        define_macros.append(("DSCONV_EXT_WITH_CUDA", None))
-        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
-        ext = CUDAExtension(
-            "dsconv_ext._C",
-            cpu_sources + cuda_sources,
-            extra_compile_args=extra,
-            extra_link_args=["-fopenmp"],
-            define_macros=define_macros,
-            py_limited_api=True,
-        )
-    else:
-        ext = CppExtension(
+    extensions = [
+        CppExtension(
             "dsconv_ext._C",
             cpu_sources,
-            extra_compile_args=extra,
+            extra_compile_args={"cxx": cxx_flags + ["-fopenmp"] + _cpu_isa_flags()},
             extra_link_args=["-fopenmp"],
             define_macros=define_macros,
             py_limited_api=True,
         )
-    return [ext], {"build_ext": BuildExtension}
+    ]
+    if with_cuda:
+        nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+        if debug:
+            nvcc_flags = ["-O0", "-G", "--expt-relaxed-constexpr"]
+        extensions.append(
+            CUDAExtension(
+                "dsconv_ext._C_cuda",
+                cuda_sources,
+                extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+                define_macros=define_macros,
+                py_limited_api=True,
+            )
+        )
+    return extensions, {"build_ext": BuildExtension}
 
 
 ext_modules, cmdclass = _extensions_and_cmdclass()
