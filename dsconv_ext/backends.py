@@ -14,7 +14,7 @@ deterministic; GPU backends use atomics only when neither is set.
 
 import os
 import warnings
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -40,9 +40,18 @@ def _runs_on(backend: str, device_type: str) -> bool:
     if backend == "cpu":
         return device_type == "cpu" and has_native_op("_cpu_depthwise_forward")
     if backend == "cuda":
-        # csrc/cuda has no kernels yet: this stays False until they register _cuda_* ops.
+        # dsconv_ext._C_cuda (csrc/cuda) registers the _cuda_* ops where it was built.
         return device_type == "cuda" and has_native_op("_cuda_depthwise_forward")
-    # "triton" has no kernels in this version: asking for it falls back with a warning.
+    if backend == "triton":
+        # CUDA tensors on a GPU; CPU tensors only under TRITON_INTERPRET=1 (tests, CI). Loading
+        # registers torch.ops.dsconv_ext.triton_* (this runs eagerly even under torch.compile:
+        # resolve_backend is a constant to dynamo), so callers can use the ops right after.
+        from . import triton as triton_backend
+
+        if not triton_backend.runs_on(device_type):
+            return False
+        triton_backend.load()
+        return True
     return False
 
 
@@ -52,29 +61,40 @@ def available_backends() -> List[str]:
     return [b for b in BACKENDS if any(_runs_on(b, d) for d in device_types)]
 
 
-def _auto(device_type: str) -> str:
+def _auto(device_type: str, shape: Optional[tuple] = None) -> str:
+    if device_type == "cuda":
+        # GPU backends are chosen per shape (dsconv_ext/triton/selection.py: a measured table
+        # when the GPU benchmark wrote one for this GPU, else cuda if built, else triton).
+        candidates = [b for b in ("cuda", "triton") if _runs_on(b, device_type)]
+        if candidates:
+            from .triton.selection import choose
+
+            return choose(candidates, shape)
+        return "reference"
     for backend in BACKENDS:
+        # triton never for CPU tensors: there it only runs in the (slow) interpreter.
         if backend != "triton" and _runs_on(backend, device_type):
             return backend
     return "reference"
 
 
 @torch.compiler.assume_constant_result
-def resolve_backend(requested: str, device_type: str) -> str:
+def resolve_backend(requested: str, device_type: str, shape: Optional[tuple] = None) -> str:
     """The concrete backend for a call: ``requested`` (or the env override) if it can run on
-    ``device_type``, else what ``auto`` picks there, with a one-time warning."""
+    ``device_type``, else what ``auto`` picks there, with a one-time warning. ``shape`` (plain
+    ints and strings, see ``functional._shape_key``) lets ``auto`` choose per shape on CUDA."""
     forced = os.environ.get(ENV_BACKEND, "").strip().lower()
     if forced:
         if forced != "auto" and forced not in BACKENDS:
             raise ValueError(f"{ENV_BACKEND}: expected one of {('auto',) + BACKENDS}, got {forced!r}")
         requested = forced
     if requested == "auto":
-        return _auto(device_type)
+        return _auto(device_type, shape)
     if requested not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {BACKENDS}, got {requested!r}")
     if _runs_on(requested, device_type):
         return requested
-    fallback = _auto(device_type)
+    fallback = _auto(device_type, shape)
     _warn_once(
         f"dsconv_ext: backend {requested!r} is not available for {device_type} tensors in this "
         f"install; falling back to {fallback!r}"

@@ -1,6 +1,7 @@
 """The public functional ops. They check their arguments (errors name the argument and what
 was expected), normalise the convolution geometry, resolve the backend once, and call the
-registered custom ops in ``dsconv_ext.ops``.
+registered custom ops in ``dsconv_ext.ops`` (or, for ``backend="triton"``, the ``triton_op`` ops of
+``dsconv_ext.triton.ops``, which ``torch.compile`` traces into).
 
 All three follow ``F.conv2d(x, w, b, stride, padding, dilation, groups=C)``: ``padding`` is an
 int, a pair, ``"same"``, ``"valid"`` or ``(top, bottom, left, right)``; the output keeps x's
@@ -16,6 +17,18 @@ from . import ops  # noqa: F401  (registers torch.ops.dsconv_ext.*)
 from .backends import resolve_backend
 from .conv_args import ConvArgs, Padding, check_companion, check_finite, check_input, pair
 from .families import dog
+
+
+def _shape_key(op: str, x: Tensor, kernel_size, stride) -> Optional[tuple]:
+    """What ``auto`` looks at to choose a GPU backend per shape (plain ints and strings, so
+    resolve_backend stays a compile-time constant); None for non-CUDA tensors."""
+    if x.device.type != "cuda":
+        return None
+    from .conv_args import is_channels_last
+
+    layout = "channels_last" if is_channels_last(x) else "nchw"
+    return (op, int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), int(kernel_size[0]), int(kernel_size[1]),
+            int(stride[0]), int(stride[1]), str(x.dtype).replace("torch.", ""), layout)
 
 
 def _check_geometry(x: Tensor, kernel_size, stride, padding, dilation) -> ConvArgs:
@@ -56,8 +69,12 @@ def depthwise_conv2d(
     check_companion(x, weight, "weight", (channels, 1, weight.shape[2], weight.shape[3]), same_dtype=True)
     _check_bias(x, bias, same_dtype=True)
     args = _check_geometry(x, weight.shape[2:], stride, padding, dilation)
+    backend = resolve_backend(backend, x.device.type, _shape_key("depthwise", x, args.kernel_size, args.stride))
+    if backend == "triton":  # a triton_op: torch.compile traces into its kernels
+        return torch.ops.dsconv_ext.triton_depthwise_conv2d(
+            x, weight, bias, list(args.stride), args.padding, list(args.dilation))
     return torch.ops.dsconv_ext.depthwise_conv2d(
-        x, weight, bias, list(args.stride), args.padding, list(args.dilation), resolve_backend(backend, x.device.type)
+        x, weight, bias, list(args.stride), args.padding, list(args.dilation), backend
     )
 
 
@@ -90,9 +107,13 @@ def dog_conv2d(
     dog.check_profile(profile)
     _check_bias(x, bias, same_dtype=False)
     args = _check_geometry(x, pair(kernel_size, "kernel_size", 1), stride, padding, dilation)
+    backend = resolve_backend(backend, x.device.type, _shape_key("dog", x, args.kernel_size, args.stride))
+    if backend == "triton":
+        return torch.ops.dsconv_ext.triton_dog_conv2d(
+            x, params, list(args.kernel_size), bias, list(args.stride), args.padding, list(args.dilation), profile)
     return torch.ops.dsconv_ext.dog_conv2d(
         x, params, list(args.kernel_size), bias, list(args.stride), args.padding, list(args.dilation),
-        profile, resolve_backend(backend, x.device.type),
+        profile, backend,
     )
 
 
@@ -133,7 +154,10 @@ def bank_conv2d(
         check_finite(offset, "offset")
     _check_bias(x, bias, same_dtype=False)
     args = _check_geometry(x, bank.shape[1:], stride, padding, dilation)
+    backend = resolve_backend(backend, x.device.type, _shape_key("bank", x, args.kernel_size, args.stride))
+    if backend == "triton":
+        return torch.ops.dsconv_ext.triton_bank_conv2d(
+            x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation))
     return torch.ops.dsconv_ext.bank_conv2d(
-        x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation),
-        resolve_backend(backend, x.device.type),
+        x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation), backend,
     )
