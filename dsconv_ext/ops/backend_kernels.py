@@ -1,13 +1,15 @@
 """The per-backend kernels behind every op, with one interface:
 
 * ``forward(x, weight, bias, stride, padding, dilation, channels_last) -> y``
-* ``backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias)
-  -> (grad_x, grad_weight, grad_bias)``, grad_weight / grad_bias in the accumulation dtype
+* ``backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
+  deterministic) -> (grad_x, grad_weight, grad_bias)``, grad_weight / grad_bias in the accumulation dtype
   (fp32, or fp64 for fp64 input), each an empty tensor when not needed.
 
 ``padding`` is ``[top, bottom, left, right]``. ``weight`` has x's dtype. The family ops build
-their filter and call these, so a backend only has to provide the depthwise kernels (fused
-family kernels can replace that per backend later).
+their filter and call these, so a backend only has to provide the depthwise kernels; a backend
+in ``FUSED_FAMILIES`` (``cuda``) also generates the DoG / bank taps inside its kernels, and the
+family ops call its ``dog_*`` / ``bank_*`` functions instead. ``deterministic`` forbids atomics
+in the reductions (the cpu and reference kernels never use them).
 """
 
 from typing import List, Optional, Tuple
@@ -15,6 +17,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .. import cuda_kernels
 from .._native import has_native_op
 from ..conv_args import is_channels_last
 from ..families import dog
@@ -41,7 +44,8 @@ def reference_forward(x, weight, bias, stride, padding, dilation, channels_last:
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def reference_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias):
+def reference_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
+                       deterministic: bool = True):
     explicit_pad, conv_pad = _split_padding(padding)
     source = F.pad(x, explicit_pad) if explicit_pad else x
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
@@ -66,14 +70,41 @@ def cpu_forward(x, weight, bias, stride, padding, dilation, channels_last: bool)
     return torch.ops.dsconv_ext._cpu_depthwise_forward(x, weight, bias, stride, padding, dilation, channels_last)
 
 
-def cpu_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias):
+def cpu_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, deterministic):
     return torch.ops.dsconv_ext._cpu_depthwise_backward(
         grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, is_channels_last(x)
     )
 
 
-FORWARD = {"reference": reference_forward, "cpu": cpu_forward}
-BACKWARD = {"reference": reference_backward, "cpu": cpu_backward}
+def triton_forward(x, weight, bias, stride, padding, dilation, channels_last: bool) -> Tensor:
+    from ..triton import launch  # loaded by backends._runs_on before "triton" can be chosen
+
+    return launch.depthwise_forward(x, weight, bias, stride, padding, dilation)
+
+
+def triton_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
+                    deterministic):
+    from ..triton import launch
+
+    return launch.depthwise_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight,
+                                     need_bias, deterministic)
+
+
+def cuda_forward(x, weight, bias, stride, padding, dilation, channels_last: bool) -> Tensor:
+    return cuda_kernels.depthwise_forward(x, weight, bias, stride, padding, dilation)
+
+
+def cuda_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, deterministic):
+    return cuda_kernels.depthwise_backward(grad_out, x, weight, stride, padding, dilation, need_input, need_weight,
+                                           need_bias, deterministic)
+
+
+# "triton" here serves direct calls of the generic ops (torch.ops.dsconv_ext.depthwise_conv2d(...,
+# "triton")); the functional API routes "triton" to the traceable triton_op ops instead.
+FORWARD = {"reference": reference_forward, "cpu": cpu_forward, "triton": triton_forward, "cuda": cuda_forward}
+BACKWARD = {"reference": reference_backward, "cpu": cpu_backward, "triton": triton_backward, "cuda": cuda_backward}
+# Backends whose kernels build DoG / bank taps themselves (see the module docstring).
+FUSED_FAMILIES = {"cuda": cuda_kernels}
 
 
 def run_forward(backend: str, x, weight, bias: Optional[Tensor], stride, padding, dilation) -> Tensor:
@@ -81,9 +112,10 @@ def run_forward(backend: str, x, weight, bias: Optional[Tensor], stride, padding
 
 
 def run_backward(
-    backend: str, grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias
+    backend: str, grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, deterministic
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return BACKWARD[backend](grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias)
+    return BACKWARD[backend](grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
+                             deterministic)
 
 
 # DoG-jet synthesis and its chain rule: the cpu backend has them in C++ (one call per op call,

@@ -53,7 +53,8 @@ def depthwise_conv2d_backward_op(
     ``deterministic`` forbids atomics in the reductions (the CPU and reference kernels never
     use them)."""
     grad_out = grad_out.to(x.dtype)
-    return run_backward(backend, grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias)
+    return run_backward(backend, grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
+                        deterministic)
 
 
 @depthwise_conv2d_backward_op.register_fake
