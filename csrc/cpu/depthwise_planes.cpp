@@ -64,8 +64,8 @@ void forward_planes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
       plane.fill(x_ptr + n * xs.n + c * xs.c, g.in_h, g.in_w, xs.h, xs.w, g.pad_top, g.pad_left);
       const acc_t bias_c = b_ptr ? b_ptr[c] : acc_t(0);
       if (g.stride_h == g.dilation_h)
-        correlate_plane_two_rows<acc_t>(plane, plan.offsets.data(), w_ptr + c * taps, g.kernel_h, g.kernel_w, bias_c,
-                                        g.out_h, g.out_w, g.stride_h, out.data(), plan.out_cols);
+        correlate_plane_shared_rows<acc_t>(plane, plan.offsets.data(), w_ptr + c * taps, g.kernel_h, g.kernel_w,
+                                           bias_c, g.out_h, g.out_w, g.stride_h, out.data(), plan.out_cols);
       else
         correlate_plane<acc_t>(plane, plan.offsets.data(), w_ptr + c * taps, taps, bias_c, g.out_h, g.out_w,
                                g.stride_h, out.data(), plan.out_cols);

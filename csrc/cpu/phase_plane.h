@@ -98,68 +98,57 @@ inline int tile_vectors(int64_t out_w) {
   return vectors >= 4 ? 4 : (vectors >= 2 ? 2 : 1);
 }
 
-// Two output rows x kVecs vectors when stride_h == dilation_h: plane row k feeds output row 0
-// through kernel row k and output row 1 through kernel row k - 1, so each loaded vector serves
-// both rows (6 loads per 8 multiply-adds instead of 9). col_offsets are kernel row 0's tap
-// offsets; source_row_step is dilation_h * cols.
-template <typename acc_t, int kVecs>
-inline void correlate_tile_two_rows(const acc_t* plane, const int64_t* col_offsets, const acc_t* w,
-                                    int64_t kernel_h, int64_t kernel_w, acc_t bias, int64_t source_row_step,
-                                    acc_t* out, int64_t out_stride) {
+// kRows output rows x kVecs vectors when stride_h == dilation_h: plane row k (counted from the
+// tile's first) feeds output row r through kernel row k - r, so each loaded vector serves up to
+// kRows output rows (a 7x7 filter: 10 row loads for 4 output rows instead of 28). kRows * kVecs
+// is 8: fewer accumulators leave FMA latency exposed (4 of them ran at about half the rate).
+// col_offsets are kernel row 0's tap offsets; source_row_step is dilation_h * cols.
+template <typename acc_t, int kRows, int kVecs>
+inline void correlate_tile_rows(const acc_t* plane, const int64_t* col_offsets, const acc_t* w, int64_t kernel_h,
+                                int64_t kernel_w, acc_t bias, int64_t source_row_step, acc_t* out,
+                                int64_t out_stride) {
   using Vec = at::vec::Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
-  Vec acc0[kVecs], acc1[kVecs];
-  for (int v = 0; v < kVecs; ++v) acc0[v] = acc1[v] = Vec(bias);
-  for (int64_t k = 0; k <= kernel_h; ++k) {
+  Vec acc[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = Vec(bias);
+  for (int64_t k = 0; k < kernel_h + kRows - 1; ++k) {
     const acc_t* src = plane + k * source_row_step;
-    const acc_t* w0 = w + k * kernel_w;        // kernel row k for output row 0
-    const acc_t* w1 = w + (k - 1) * kernel_w;  // kernel row k - 1 for output row 1
-    if (k == 0) {
-      for (int64_t j = 0; j < kernel_w; ++j) {
-        const Vec a(w0[j]);
-        for (int v = 0; v < kVecs; ++v) acc0[v] = at::vec::fmadd(Vec::loadu(src + col_offsets[j] + v * V), a, acc0[v]);
-      }
-    } else if (k == kernel_h) {
-      for (int64_t j = 0; j < kernel_w; ++j) {
-        const Vec b(w1[j]);
-        for (int v = 0; v < kVecs; ++v) acc1[v] = at::vec::fmadd(Vec::loadu(src + col_offsets[j] + v * V), b, acc1[v]);
-      }
-    } else {
-      for (int64_t j = 0; j < kernel_w; ++j) {
-        const Vec a(w0[j]), b(w1[j]);
-        for (int v = 0; v < kVecs; ++v) {
-          const Vec xv = Vec::loadu(src + col_offsets[j] + v * V);
-          acc0[v] = at::vec::fmadd(xv, a, acc0[v]);
-          acc1[v] = at::vec::fmadd(xv, b, acc1[v]);
-        }
+    for (int64_t j = 0; j < kernel_w; ++j) {
+      Vec xv[kVecs];
+      for (int v = 0; v < kVecs; ++v) xv[v] = Vec::loadu(src + col_offsets[j] + v * V);
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t i = k - r;  // the same for every j: the branch is predicted
+        if (i < 0 || i >= kernel_h) continue;
+        const Vec wv(w[i * kernel_w + j]);
+        for (int v = 0; v < kVecs; ++v) acc[r][v] = at::vec::fmadd(xv[v], wv, acc[r][v]);
       }
     }
   }
-  for (int v = 0; v < kVecs; ++v) {
-    acc0[v].store(out + v * V);
-    acc1[v].store(out + out_stride + v * V);
-  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v].store(out + r * out_stride + v * V);
 }
 
-// Full-filter correlation with stride_h == dilation_h in two-row tiles (see above). offsets are
-// all kernel_h * kernel_w tap offsets, row-major, so offsets[0 .. kernel_w) are kernel row 0's.
+// Full-filter correlation with stride_h == dilation_h in row-sharing tiles (see above). offsets
+// are all kernel_h * kernel_w tap offsets, row-major, so offsets[0 .. kernel_w) are kernel row 0's.
+// out has correlation_extent rows (a multiple of 8), so whole tiles always fit.
 template <typename acc_t>
-inline void correlate_plane_two_rows(const PhasePlane<acc_t>& plane, const int64_t* offsets, const acc_t* w,
-                                     int64_t kernel_h, int64_t kernel_w, acc_t bias, int64_t out_h, int64_t out_w,
-                                     int64_t stride_h, acc_t* out, int64_t out_cols) {
+inline void correlate_plane_shared_rows(const PhasePlane<acc_t>& plane, const int64_t* offsets, const acc_t* w,
+                                        int64_t kernel_h, int64_t kernel_w, acc_t bias, int64_t out_h,
+                                        int64_t out_w, int64_t stride_h, acc_t* out, int64_t out_cols) {
   constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
   const int vecs = tile_vectors<acc_t>(out_w);
   const int64_t row_step = stride_h * plane.cols;
-  auto run = [&](auto vecs_c) {
-    constexpr int kVecs = decltype(vecs_c)::value;
-    for (int64_t oh = 0; oh < out_h; oh += 2)
+  auto run = [&](auto rows_c, auto vecs_c) {
+    constexpr int kRows = decltype(rows_c)::value, kVecs = decltype(vecs_c)::value;
+    for (int64_t oh = 0; oh < out_h; oh += kRows)
       for (int64_t ow = 0; ow < out_w; ow += kVecs * V)
-        correlate_tile_two_rows<acc_t, kVecs>(plane.base() + oh * row_step + ow, offsets, w, kernel_h, kernel_w, bias,
-                                              row_step, out + oh * out_cols + ow, out_cols);
+        correlate_tile_rows<acc_t, kRows, kVecs>(plane.base() + oh * row_step + ow, offsets, w, kernel_h, kernel_w,
+                                                 bias, row_step, out + oh * out_cols + ow, out_cols);
   };
-  if (vecs == 4) run(std::integral_constant<int, 4>{});
-  else if (vecs == 2) run(std::integral_constant<int, 2>{});
-  else run(std::integral_constant<int, 1>{});
+  if (vecs == 4) run(std::integral_constant<int, 2>{}, std::integral_constant<int, 4>{});
+  else if (vecs == 2) run(std::integral_constant<int, 4>{}, std::integral_constant<int, 2>{});
+  else run(std::integral_constant<int, 8>{}, std::integral_constant<int, 1>{});
 }
 
 // Valid correlation of a prepared plane into out [rows][out_cols] sized by correlation_extent;
