@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .configs import DGRAD_KEY, FWD_CONFIGS, prune_dgrad
-from .taps import dog_channel_params, filter_tap
+from .taps import family_channel_params, filter_tap
 
 
 @triton.autotune(configs=FWD_CONFIGS, key=DGRAD_KEY, prune_configs_by={"early_config_prune": prune_dgrad})
@@ -54,19 +54,8 @@ def conv_dgrad_kernel(
     dy_base = dy_ptr + n.to(tl.int64) * s_dyn
     dx_base = dx_ptr + n.to(tl.int64) * s_dxn
 
-    if FAMILY == 1:
-        a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround = dog_channel_params(p_ptr, s_pc, s_pk, c, c_ok, ACC)
-    else:
-        a0 = tl.full([BLOCK_C], 0, ACC)
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        a4 = a0
-        a5 = a0
-        a6 = a0
-        a7 = a0
-        sigma = a0
-        surround = a0
+    a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround = family_channel_params(
+        p_ptr, s_pc, s_pk, c, c_ok, FAMILY, ACC, BLOCK_C)
 
     acc = tl.full([BLOCK_H, BLOCK_W, BLOCK_C], 0, ACC)
     ROW_UNROLL: tl.constexpr = KH if KH * KW <= 81 else 1  # bounded code size for large kernels

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .configs import FWD_CONFIGS, FWD_KEY, prune_fwd
-from .taps import dog_channel_params, filter_tap
+from .taps import family_channel_params, filter_tap
 
 
 @triton.autotune(configs=FWD_CONFIGS, key=FWD_KEY, prune_configs_by={"early_config_prune": prune_fwd})
@@ -59,19 +59,8 @@ def conv_fwd_kernel(
     x_base = x_ptr + n.to(tl.int64) * s_xn
     y_base = y_ptr + n.to(tl.int64) * s_yn
 
-    if FAMILY == 1:
-        a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround = dog_channel_params(p_ptr, s_pc, s_pk, c, c_ok, ACC)
-    else:
-        a0 = tl.full([BLOCK_C], 0, ACC)
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        a4 = a0
-        a5 = a0
-        a6 = a0
-        a7 = a0
-        sigma = a0
-        surround = a0
+    a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround = family_channel_params(
+        p_ptr, s_pc, s_pk, c, c_ok, FAMILY, ACC, BLOCK_C)
 
     acc = tl.full([BLOCK_H, BLOCK_W, BLOCK_C], 0, ACC)
     # A [1] block rather than a scalar: the interpreter mis-types scalar & block masks.

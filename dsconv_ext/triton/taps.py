@@ -77,6 +77,27 @@ def dog_channel_params(p_ptr, s_pc, s_pk, c, c_ok, ACC: tl.constexpr):
 
 
 @triton.jit
+def family_channel_params(p_ptr, s_pc, s_pk, c, c_ok, FAMILY: tl.constexpr, ACC: tl.constexpr,
+                          BLOCK_C: tl.constexpr):
+    """``dog_channel_params`` for the DoG family; zeros (unused by ``filter_tap``) for the
+    others, so every kernel takes the same ten values whatever the family."""
+    if FAMILY == 1:
+        a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround = dog_channel_params(p_ptr, s_pc, s_pk, c, c_ok, ACC)
+    else:
+        a0 = tl.full([BLOCK_C], 0, ACC)
+        a1 = a0
+        a2 = a0
+        a3 = a0
+        a4 = a0
+        a5 = a0
+        a6 = a0
+        a7 = a0
+        sigma = a0
+        surround = a0
+    return a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround
+
+
+@triton.jit
 def _dog_tap(ty, tx, a0, a1, a2, a3, a4, a5, a6, a7, sigma, surround, INTEGRATED: tl.constexpr):
     y0, y1, y2 = _profiles(ty, sigma, INTEGRATED)
     x0, x1, x2 = _profiles(tx, sigma, INTEGRATED)
