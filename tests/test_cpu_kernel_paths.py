@@ -7,7 +7,9 @@ The small shapes of test_backends_grid.py only reach the narrowest register tile
   vector part plus the partial tail);
 * strides 2 and 3 (phase-split planes, residue classes of grad-input), dilation, kernels wider
   than 8 taps (split filter-gradient blocks), padding wider than the kernel, 1xk and kx1 kernels;
-* every dtype (fp64 has half as many lanes; bf16 / fp16 convert on load and store).
+* every dtype (fp64 has half as many lanes; bf16 / fp16 convert on load and store);
+* the direct NCHW fp32 kernels (masked loads in place of padding) on row-sliced views, whose
+  rows are further apart than their width, and on values that must not leak across row ends.
 """
 
 
@@ -16,7 +18,7 @@ import torch
 
 import dsconv_ext
 
-from conftest import LAYOUTS
+from conftest import LAYOUTS, assert_close_for, grads
 from test_backends_grid import check_depthwise, geometry_cases
 
 
@@ -116,3 +118,38 @@ def test_cpu_narrow_planes_batch_sliced_view():
 def test_cpu_kernel_wider_than_a_weight_grad_batch(layout):
     # 1 x 67 taps: the channels_last filter gradient flushes its 64-tap batches mid-row
     check_depthwise("cpu", (1, 3, 3, 40), (1, 67), 1, (0, 0, 33, 33), 1, True, layout, torch.float32)
+
+
+# The direct NCHW kernels read each row in place with masked loads: a row-sliced view (unit
+# column stride, rows wider apart than their width) for x and grad_out, every tile shape
+# (widths of 1, 2 and 4+ vectors), heights that are not tile multiples, and asymmetric padding.
+@pytest.mark.parametrize("width", [17, 33, 70])
+@pytest.mark.parametrize("kernel_size,padding", [((3, 3), 1), ((5, 3), (2, 1, 0, 3)), ((1, 7), (0, 0, 6, 2))])
+def test_cpu_direct_kernels_on_row_sliced_views(width, kernel_size, padding):
+    base = torch.randn(2, 5, 13, width + 9)
+    x = base[:, :, 2:, 4 : 4 + width].requires_grad_(True)
+    w = torch.randn(5, 1, *kernel_size, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    y = dsconv_ext.depthwise_conv2d(x, w, b, 1, padding, 1, backend="cpu")
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    y64 = dsconv_ext.depthwise_conv2d(x64, w64, b64, 1, padding, 1, backend="reference")
+    assert_close_for(torch.float32, y, y64, msg="y")
+    gy_base = torch.randn(*y.shape[:3], y.shape[3] + 5)
+    gy = gy_base[..., 3 : 3 + y.shape[3]]
+    for got, want, name in zip(grads(y, (x, w, b), gy), grads(y64, (x64, w64, b64), gy.double()), "xwb"):
+        assert_close_for(torch.float32, got, want, grad=True, msg=f"grad_{name}")
+
+
+def test_cpu_direct_kernels_keep_rows_apart():
+    # Infinities just past each row's end (in the view's hidden columns) and in the next row's
+    # first column: a load that ran across a row end unmasked would turn outputs into inf/nan.
+    base = torch.randn(1, 2, 8, 24)
+    base[..., 20:] = float("inf")
+    x = base[..., :20].requires_grad_(True)
+    w = torch.randn(2, 1, 3, 3, requires_grad=True)
+    y = dsconv_ext.depthwise_conv2d(x, w, None, 1, 1, 1, backend="cpu")
+    assert torch.isfinite(y).all()
+    gx, gw = torch.autograd.grad(y, (x, w), torch.ones_like(y))
+    assert torch.isfinite(gx).all() and torch.isfinite(gw).all()
+    y64 = torch.nn.functional.conv2d(x.detach().double(), w.detach().double(), None, 1, 1, 1, 2)
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)

@@ -71,7 +71,9 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,
     forward_channels_last_dispatch(x, filter_transposed(weight, g.channels, taps, acc), b, y, g);
   } else {
     at::Tensor b = has_bias ? bias->to(acc).contiguous() : at::Tensor();
-    forward_planes_dispatch(x, filter_as_acc(weight, g.channels, taps, acc), b, y, g);
+    const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);
+    if (direct_forward_applies(x, y, g)) forward_direct(x, w_acc, b, y, g);
+    else forward_planes_dispatch(x, w_acc, b, y, g);
   }
   return y;
 }
@@ -108,7 +110,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward(
       backward_channels_last_dispatch(gy, x, filter_transposed(weight, g.channels, taps, acc), grad_x, grad_w,
                                       grad_b, g);
     } else {
-      backward_planes_dispatch(grad_out, x, filter_as_acc(weight, g.channels, taps, acc), grad_x, grad_w, grad_b, g);
+      const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);
+      // Each output goes to the direct kernels where they apply, else to the plane path; one
+      // pass each, so grad_out is read once where both apply.
+      const bool input_direct = need_input && direct_grad_input_applies(grad_out, grad_x, g);
+      const bool weight_direct = (need_weight || need_bias) && direct_weight_grad_applies(grad_out, x, g);
+      at::Tensor none;
+      if (input_direct || weight_direct)
+        backward_direct(grad_out, x, w_acc, input_direct ? grad_x : none, weight_direct ? grad_w : none,
+                        weight_direct ? grad_b : none, g);
+      if ((need_input && !input_direct) || ((need_weight || need_bias) && !weight_direct))
+        backward_planes_dispatch(grad_out, x, w_acc, input_direct ? none : grad_x, weight_direct ? none : grad_w,
+                                 weight_direct ? none : grad_b, g);
     }
   } else if (need_input) {
     grad_x.zero_();

@@ -47,6 +47,15 @@ void backward_planes_dispatch(const at::Tensor& grad_out, const at::Tensor& x, c
                               at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g);
 void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias_acc,
                                     at::Tensor& y, const ConvGeometry& g);
+// NCHW fp32 kernels that read planes in place (depthwise_direct.cpp), for the layers the
+// *_applies checks accept; backward_direct computes the outputs passed defined.
+bool direct_forward_applies(const at::Tensor& x, const at::Tensor& y, const ConvGeometry& g);
+bool direct_grad_input_applies(const at::Tensor& grad_out, const at::Tensor& grad_x, const ConvGeometry& g);
+bool direct_weight_grad_applies(const at::Tensor& grad_out, const at::Tensor& x, const ConvGeometry& g);
+void forward_direct(const at::Tensor& x, const at::Tensor& w_acc, const at::Tensor& bias_acc, at::Tensor& y,
+                    const ConvGeometry& g);
+void backward_direct(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_acc, at::Tensor& grad_x,
+                     at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g);
 void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t,
                                      at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b,
                                      const ConvGeometry& g);
