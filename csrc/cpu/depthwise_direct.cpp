@@ -52,6 +52,7 @@ bool direct_weight_grad_applies(const at::Tensor& grad_out, const at::Tensor& x,
 void forward_direct(const at::Tensor& x, const at::Tensor& w_acc, const at::Tensor& bias_acc, at::Tensor& y,
                     const ConvGeometry& g) {
   const DirectCorrelation dc = forward_correlation(g);
+  TORCH_INTERNAL_ASSERT(dc.shares_rows(), "direct forward needs stride_h == dilation_h");
   const Strides4 xs(x), ys(y);
   const float* x_ptr = x.data_ptr<float>();
   const float* w_ptr = w_acc.data_ptr<float>();
@@ -72,6 +73,7 @@ void backward_direct(const at::Tensor& grad_out, const at::Tensor& x, const at::
   const bool need_input = grad_x.defined();
   const DirectCorrelation weight_dc = forward_correlation(g);
   const DirectCorrelation input_dc = need_input ? grad_input_correlation(g) : weight_dc;
+  TORCH_INTERNAL_ASSERT(!need_input || input_dc.shares_rows(), "direct grad-input needs dilation_h == 1");
   const int64_t taps = g.kernel_h * g.kernel_w;
   std::vector<int64_t> tap_index(taps);
   for (int64_t t = 0; t < taps; ++t) tap_index[t] = t;

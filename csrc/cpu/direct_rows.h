@@ -25,8 +25,7 @@ namespace cpu {
 struct DirectCorrelation {
   int64_t src_h, src_w, out_h, out_w, kernel_h, kernel_w, row_step, dilation_h, dilation_w, row_offset, col_offset;
   int64_t vecs = 0;         // vectors per output row
-  int64_t tile_vecs = 1;    // register tile: tile_rows x tile_vecs accumulators (8 in all)
-  int64_t tile_rows = 8;
+  int64_t tile_vecs = 1;    // register tile: 8 / tile_vecs rows x tile_vecs vectors of accumulators
   std::vector<LaneMask> load_masks;   // [vector][kernel column]: lanes whose source column is inside the row
   std::vector<LaneMask> store_masks;  // [vector]: lanes inside the output row
 
@@ -37,7 +36,6 @@ struct DirectCorrelation {
     constexpr int64_t V = at::vec::Vectorized<float>::size();
     vecs = (out_w + V - 1) / V;
     tile_vecs = vecs >= 4 ? 4 : (vecs >= 2 ? 2 : 1);
-    tile_rows = 8 / tile_vecs;
     const int64_t padded_vecs = round_up(vecs, tile_vecs);
     load_masks.resize(padded_vecs * kernel_w);
     store_masks.resize(padded_vecs);
