@@ -288,18 +288,10 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
   int64_t taps = 0;
   // Runs the taps collected so far; large kernels are flushed kMaxTaps taps at a time.
   auto flush = [&] {
-    for_each_tap_group(taps, [&](int64_t first, int64_t n) {
-#define DSCONV_TAPS_CASE(K)                                                                                     \
-  case K:                                                                                                      \
-    weight_grad_row_taps<scalar_t, K, kPartial>(g, gy_row, gy_step, x_n, g.stride_w * xs.w, tap_elements + first, \
-                                                col_offset + first, ow_lo, ow_hi, count, partial_of + first);    \
-    break;
-      switch (n) {
-        DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4) DSCONV_TAPS_CASE(5)
-        DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) DSCONV_TAPS_CASE(8) DSCONV_TAPS_CASE(9) DSCONV_TAPS_CASE(10)
-        DSCONV_TAPS_CASE(11) default: DSCONV_TAPS_CASE(12)
-      }
-#undef DSCONV_TAPS_CASE
+    for_each_sized_tap_group(taps, [&](int64_t first, auto taps_c) {
+      weight_grad_row_taps<scalar_t, decltype(taps_c)::value, kPartial>(
+          g, gy_row, gy_step, x_n, g.stride_w * xs.w, tap_elements + first, col_offset + first, ow_lo, ow_hi, count,
+          partial_of + first);
     });
     taps = 0;
   };

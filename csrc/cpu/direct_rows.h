@@ -192,17 +192,9 @@ inline void direct_weight_grad_plane(const DirectCorrelation& dc, const float* g
                                      const float* src, int64_t src_row_stride, const int64_t* tap_index,
                                      float* grad_w) {
   // The first pass streams the planes in from memory; the later ones find them in cache.
-  for_each_tap_group(dc.kernel_h * dc.kernel_w, [&](int64_t first, int64_t count) {
-    const int64_t* taps = tap_index + first;
-    float* dst = grad_w + first;
-#define DSCONV_TAPS_CASE(K) \
-  case K: direct_weight_grad_taps<K>(dc, g, g_row_stride, src, src_row_stride, taps, first == 0, dst); break;
-    switch (count) {
-      DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4) DSCONV_TAPS_CASE(5)
-      DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) DSCONV_TAPS_CASE(8) DSCONV_TAPS_CASE(9) DSCONV_TAPS_CASE(10)
-      DSCONV_TAPS_CASE(11) default: DSCONV_TAPS_CASE(12)
-    }
-#undef DSCONV_TAPS_CASE
+  for_each_sized_tap_group(dc.kernel_h * dc.kernel_w, [&](int64_t first, auto taps_c) {
+    direct_weight_grad_taps<decltype(taps_c)::value>(dc, g, g_row_stride, src, src_row_stride, tap_index + first,
+                                                     first == 0, grad_w + first);
   });
 }
 

@@ -209,17 +209,8 @@ inline void weight_grad_plane(const PhasePlane<acc_t>& plane, const int64_t* off
                               int64_t stride_h, acc_t* grad_w) {
   const int64_t row_step = stride_h * plane.cols;
   const acc_t* p = plane.base();
-  for_each_tap_group(kernel_h * kernel_w, [&](int64_t first, int64_t count) {
-    const int64_t* offs = offsets + first;
-    acc_t* dst = grad_w + first;
-#define DSCONV_TAPS_CASE(K) \
-  case K: weight_grad_taps<acc_t, K>(p, offs, g, g_cols, out_h, row_step, dst); break;
-    switch (count) {
-      DSCONV_TAPS_CASE(1) DSCONV_TAPS_CASE(2) DSCONV_TAPS_CASE(3) DSCONV_TAPS_CASE(4) DSCONV_TAPS_CASE(5)
-      DSCONV_TAPS_CASE(6) DSCONV_TAPS_CASE(7) DSCONV_TAPS_CASE(8) DSCONV_TAPS_CASE(9) DSCONV_TAPS_CASE(10)
-      DSCONV_TAPS_CASE(11) default: DSCONV_TAPS_CASE(12)
-    }
-#undef DSCONV_TAPS_CASE
+  for_each_sized_tap_group(kernel_h * kernel_w, [&](int64_t first, auto taps_c) {
+    weight_grad_taps<acc_t, decltype(taps_c)::value>(p, offsets + first, g, g_cols, out_h, row_step, grad_w + first);
   });
 }
 
