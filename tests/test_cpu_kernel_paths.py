@@ -153,3 +153,29 @@ def test_cpu_direct_kernels_keep_rows_apart():
     assert torch.isfinite(gx).all() and torch.isfinite(gw).all()
     y64 = torch.nn.functional.conv2d(x.detach().double(), w.detach().double(), None, 1, 1, 1, 2)
     torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+
+
+# The channels_last filter gradient sums grad_out for the bias inside its tap loop; output rows
+# whose kernel rows all fall in the padding have no taps and sum it alone, as does a call that
+# asks for the bias gradient only.
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("need_weight", [True, False])
+def test_cpu_bias_grad_on_rows_without_taps(layout, need_weight):
+    x = torch.randn(2, 21, 2, 9, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(21, 1, 3, 3, dtype=torch.float64)
+    b = torch.randn(21, dtype=torch.float64)
+    padding = (4, 5, 1, 1)  # rows 0-1 and 5-7 of the 8 output rows see no input row
+    x32, w32, b32 = (t.float().requires_grad_(True) for t in (x, w, b))
+    w32.requires_grad_(need_weight)
+    y = dsconv_ext.depthwise_conv2d(x32, w32, b32, 1, padding, 1, backend="cpu")
+    x64, w64, b64 = (t.clone().requires_grad_(True) for t in (x, w, b))
+    y64 = torch.nn.functional.conv2d(torch.nn.functional.pad(x64, (1, 1, 4, 5)), w64, b64, 1, 0, 1, 21)
+    gy = torch.randn_like(y64)
+    got = grads(y, (x32, w32, b32), gy.float())
+    expected = torch.autograd.grad(y64, (x64, w64, b64), gy)
+    for name, actual, reference in zip(("x", "weight", "bias"), got, expected):
+        if actual is not None:
+            assert_close_for(torch.float32, actual, reference, grad=True, msg=name)
+    assert (got[1] is None) != need_weight

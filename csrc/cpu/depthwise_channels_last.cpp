@@ -8,6 +8,7 @@
 
 #include "../conv_geometry.h"
 #include "depthwise_cpu.h"
+#include "prefetch.h"
 #include "tap_groups.h"
 #include "tensor_strides.h"
 #include "vec_io.h"
@@ -17,6 +18,8 @@ namespace cpu {
 namespace {
 
 constexpr int kTile = 8;
+// Output rows between the filter gradient's prefetch and its use.
+constexpr int64_t kPrefetchRows = 2;
 
 // A gather along rows: out(r, q) = bias + sum over taps (i, j) of w[i, j] *
 // src(r * row_step + row_offset_i, q * col_step + col_offset_j), src taken as zero outside
@@ -240,14 +243,17 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
 // columns, see for_each_tap_group), one vector accumulator per tap.
 // tap_elements[t]: element offset of tap t's source pixel from output column 0's anchor in x;
 // col_offset[t]: its column offset, to bounds-check border columns; partial_of[t]: where its sum goes.
+// The bias gradient, the row's sum of grad_out, is added to bias_partial unless it is null.
 template <typename scalar_t, int kTaps, bool kPartial>
 void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_anchor,
                           int64_t x_pixel, const int64_t* tap_elements, const int64_t* col_offset, int64_t ow_lo,
-                          int64_t ow_hi, int64_t count, at::opmath_type<scalar_t>* const* partial_of) {
+                          int64_t ow_hi, int64_t count, at::opmath_type<scalar_t>* const* partial_of,
+                          at::opmath_type<scalar_t>* bias_partial) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<acc_t>;
   Vec acc[kTaps];
   for (int t = 0; t < kTaps; ++t) acc[t] = Vec(acc_t(0));
+  Vec bias_acc(acc_t(0));
   int64_t elements[kTaps];
   for (int t = 0; t < kTaps; ++t) elements[t] = tap_elements[t];
   // One base pointer per output column plus per-tap element offsets: the addressing modes
@@ -257,6 +263,7 @@ void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t
   const scalar_t* gy_px = gy_row;
   for (int64_t ow = 0; ow < g.out_w; ++ow, x_base += x_pixel, gy_px += gy_step) {
     const Vec gv = load_channels<scalar_t, kPartial>(gy_px, count);
+    bias_acc = bias_acc + gv;
     if (ow >= ow_lo && ow < ow_hi) {
       for (int t = 0; t < kTaps; ++t)
         acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
@@ -272,14 +279,26 @@ void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t
     acc_t* dst = partial_of[t];
     (Vec::loadu(dst) + acc[t]).store(dst);
   }
+  if (bias_partial) (Vec::loadu(bias_partial) + bias_acc).store(bias_partial);
+}
+
+// The bias gradient of one row alone, where no tap of the row lands inside the input.
+template <typename scalar_t, bool kPartial>
+void bias_grad_row(const scalar_t* gy_row, int64_t gy_step, int64_t out_w, int64_t count,
+                   at::opmath_type<scalar_t>* bias_partial) {
+  using Vec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
+  Vec total = Vec::loadu(bias_partial);
+  for (int64_t ow = 0; ow < out_w; ++ow) total = total + load_channels<scalar_t, kPartial>(gy_row + ow * gy_step, count);
+  total.store(bias_partial);
 }
 
 // The taps of output row oh whose kernel row lands inside the input, in tap order, grouped
-// as for_each_tap_group does; x_n is image n of x, offset to channel c0.
+// as for_each_tap_group does; x_n is image n of x, offset to channel c0. bias_partial as in
+// weight_grad_row_taps.
 template <typename scalar_t, bool kPartial>
 void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
                      int64_t oh, int64_t ow_lo, int64_t ow_hi, int64_t c0, int64_t count,
-                     at::opmath_type<scalar_t>* partial, int64_t c_stride) {
+                     at::opmath_type<scalar_t>* partial, int64_t c_stride, at::opmath_type<scalar_t>* bias_partial) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t kMaxTaps = 64;
   int64_t tap_elements[kMaxTaps], col_offset[kMaxTaps];
@@ -291,7 +310,8 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
     for_each_sized_tap_group(taps, [&](int64_t first, auto taps_c) {
       weight_grad_row_taps<scalar_t, decltype(taps_c)::value, kPartial>(
           g, gy_row, gy_step, x_n, g.stride_w * xs.w, tap_elements + first, col_offset + first, ow_lo, ow_hi, count,
-          partial_of + first);
+          partial_of + first, bias_partial);
+      bias_partial = nullptr;
     });
     taps = 0;
   };
@@ -306,6 +326,7 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
     }
   }
   flush();
+  if (bias_partial) bias_grad_row<scalar_t, kPartial>(gy_row, gy_step, g.out_w, count, bias_partial);
 }
 
 template <typename scalar_t>
@@ -328,28 +349,37 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
   const int64_t first_tap = -g.pad_left, last_tap = (g.kernel_w - 1) * g.dilation_w - g.pad_left;
   const int64_t ow_lo = first_tap >= 0 ? 0 : (-first_tap + g.stride_w - 1) / g.stride_w;
   const int64_t ow_hi = g.in_w - 1 - last_tap >= 0 ? std::min<int64_t>(g.out_w, (g.in_w - 1 - last_tap) / g.stride_w + 1) : 0;
+  // grad_out's row and the source rows that output row `row` reads and row - 1 did not,
+  // channels [c0, c0 + count).
+  auto prefetch_rows_ahead = [&](int64_t row, int64_t c0, int64_t count) {
+    const int64_t n = row / g.out_h, oh = row % g.out_h;
+    prefetch_pixel_channels(gy + n * gs.n + oh * gs.h + c0, g.out_w, gs.w, count);
+    const int64_t span = (g.kernel_h - 1) * g.dilation_h, first = oh * g.stride_h - g.pad_top;
+    const int64_t fresh = oh == 0 ? first : std::max(first, first - g.stride_h + span + 1);
+    for (int64_t ih = std::max<int64_t>(fresh, 0); ih <= std::min(first + span, g.in_h - 1); ++ih)
+      prefetch_pixel_channels(x + n * xs.n + ih * xs.h + c0, g.in_w, xs.w, count);
+  };
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       acc_t* part = partial.data() + chunk * (taps + 1) * c_stride;
       acc_t* bias_part = part + taps * c_stride;
-      for (int64_t row = rows * chunk / chunks; row < rows * (chunk + 1) / chunks; ++row) {
-        const int64_t n = row / g.out_h, oh = row % g.out_h;
-        const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
-        for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
-          const int64_t count = std::min<int64_t>(V, g.channels - c0);
-          if (grad_b) {
-            Vec total = Vec::loadu(bias_part + c0);
-            for (int64_t ow = 0; ow < g.out_w; ++ow) {
-              const scalar_t* p = gy_row + ow * gs.w + c0;
-              total = total + (count == V ? VecIO<scalar_t>::load(p) : VecIO<scalar_t>::load_partial(p, count));
-            }
-            total.store(bias_part + c0);
-          }
-          if (!grad_w) continue;
-          if (count == V)
-            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+      // Channel blocks outside, rows inside: consecutive rows share all but stride_h of their
+      // source rows, and one channel block of those stays in L1 from row to row.
+      const int64_t row_begin = rows * chunk / chunks, row_end = rows * (chunk + 1) / chunks;
+      for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
+        const int64_t count = std::min<int64_t>(V, g.channels - c0);
+        for (int64_t row = row_begin; row < row_end; ++row) {
+          const int64_t n = row / g.out_h, oh = row % g.out_h;
+          if (row + kPrefetchRows < row_end) prefetch_rows_ahead(row + kPrefetchRows, c0, count);
+          const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
+          acc_t* bias_row = grad_b ? bias_part + c0 : nullptr;
+          if (!grad_w) {
+            if (count == V) bias_grad_row<scalar_t, false>(gy_row + c0, gs.w, g.out_w, count, bias_row);
+            else bias_grad_row<scalar_t, true>(gy_row + c0, gs.w, g.out_w, count, bias_row);
+          } else if (count == V)
+            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride, bias_row);
           else
-            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride);
+            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride, bias_row);
         }
       }
     }

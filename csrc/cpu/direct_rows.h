@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "masked_lanes.h"
+#include "prefetch.h"
 #include "tap_groups.h"
 #include "vec_io.h"
 
@@ -50,13 +51,6 @@ struct DirectCorrelation {
     }
   }
 };
-
-// Asks for `count` floats from p to be brought into cache (for writing when kWrite).
-template <bool kWrite = false>
-inline void prefetch_floats(const float* p, int64_t count) {
-  const char* bytes = reinterpret_cast<const char*>(p);
-  for (int64_t b = 0; b < count * static_cast<int64_t>(sizeof(float)); b += 64) __builtin_prefetch(bytes + b, kWrite, 3);
-}
 
 // Tile rows read ahead of the one being computed. The tiles' short, overlapping row reads do
 // not train the hardware prefetcher: without this, a plane streamed from memory ran at half

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "tap_groups.h"
@@ -31,10 +32,50 @@ struct PhasePlane {
   acc_t* row(int64_t phase, int64_t r) { return data.data() + phase * phase_size + r * cols; }
   const acc_t* base() const { return data.data(); }
 
+  // Row r of both phases of a stride-2 plane from a unit-stride source row: padded column
+  // q = 2m + p holds src_row[q - left]. Vector pairs are split into even and odd columns
+  // (the scalar stride-2 gather, once per phase, was most of a stride-2 layer's time).
+  void fill_two_phases(const acc_t* src_row, int64_t src_w, int64_t r, int64_t left) {
+    using Vec = at::vec::Vectorized<acc_t>;
+    constexpr int64_t V = Vec::size();
+    acc_t* phase0 = row(0, r);
+    acc_t* phase1 = row(1, r);
+    std::memset(phase0, 0, sizeof(acc_t) * cols);
+    std::memset(phase1, 0, sizeof(acc_t) * cols);
+    auto put = [&](int64_t s) {
+      const int64_t q = s + left;
+      if (q / 2 < cols) (q % 2 ? phase1 : phase0)[q / 2] = src_row[s];
+    };
+    // Source columns from s0 pair up as (phase 0, phase 1) at the same m.
+    const int64_t s0 = left % 2;
+    if (s0 == 1 && src_w > 0) put(0);
+    int64_t s = s0;
+    for (; s + 2 * V <= src_w && (s + left) / 2 + V <= cols; s += 2 * V) {
+      const auto [even, odd] = at::vec::deinterleave2(Vec::loadu(src_row + s), Vec::loadu(src_row + s + V));
+      even.store(phase0 + (s + left) / 2);
+      odd.store(phase1 + (s + left) / 2);
+    }
+    for (; s < src_w; ++s) put(s);
+  }
+
   // Element (r, q) of the padded plane is src[r - top][q - left] inside the source, else zero.
   template <typename scalar_t>
   void fill(const scalar_t* src, int64_t src_h, int64_t src_w, int64_t stride_h, int64_t stride_w,
             int64_t top, int64_t left) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (phases == 2 && stride_w == 1 && left >= 0) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t y = r - top;
+          if (y >= 0 && y < src_h) {
+            fill_two_phases(src + y * stride_h, src_w, r, left);
+          } else {
+            std::memset(row(0, r), 0, sizeof(acc_t) * cols);
+            std::memset(row(1, r), 0, sizeof(acc_t) * cols);
+          }
+        }
+        return;
+      }
+    }
     for (int64_t p = 0; p < phases; ++p) {
       for (int64_t r = 0; r < rows; ++r) {
         acc_t* dst = row(p, r);
