@@ -179,3 +179,24 @@ def test_cpu_bias_grad_on_rows_without_taps(layout, need_weight):
         if actual is not None:
             assert_close_for(torch.float32, actual, reference, grad=True, msg=name)
     assert (got[1] is None) != need_weight
+
+
+# fp32 channels_last outputs of 8 MiB and more are written with non-temporal stores (aligned
+# full vectors only): 128 channels keep every pixel's vectors aligned, 136 leave some pixels
+# unaligned and a partial channel block; stride 2 writes grad-input one residue class at a time.
+@pytest.mark.parametrize("channels,stride", [(128, 1), (136, 1), (128, 2)])
+def test_cpu_channels_last_outputs_written_around_the_cache(channels, stride):
+    x = torch.randn(2, channels, 96, 96).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, 1, 3, 3)
+    b = torch.randn(channels)
+    x32 = x.clone().requires_grad_(True)
+    y = dsconv_ext.depthwise_conv2d(x32, w, b, stride, 1, 1, backend="cpu")
+    y64 = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), stride, 1, 1, channels)
+    assert_close_for(torch.float32, y, y64, msg="forward")
+    gy = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, (x32,), gy)
+    x64 = x.double().requires_grad_(True)
+    (gx64,) = torch.autograd.grad(torch.nn.functional.conv2d(x64, w.double(), None, stride, 1, 1, channels), (x64,),
+                                  gy.double())
+    assert_close_for(torch.float32, gx, gx64, grad=True, msg="grad-input")
+    assert gx.is_contiguous(memory_format=torch.channels_last)

@@ -18,6 +18,14 @@ namespace cpu {
 namespace {
 
 constexpr int kTile = 8;
+
+// fp32 outputs of 8 MiB and more are written with non-temporal stores: a layer's input, its
+// output and the next layer's output would not stay cached together anyway (a server core's
+// share of the last-level cache is a few MiB), and skipping the read of each output line
+// before it is written, and the eviction of the input to make room for it, made 3x3 and 7x7
+// forward and grad-input at 56x56 (9.6 and 14.4 MB outputs) faster; smaller outputs stay
+// cached for the layer that reads them next.
+constexpr int64_t kStreamOutputBytes = int64_t(8) << 20;
 // Output rows between the filter gradient's prefetch and its use.
 constexpr int64_t kPrefetchRows = 2;
 
@@ -35,6 +43,7 @@ struct Gather {
   std::vector<int64_t> rows, row_offset;  // kernel rows taken, and their source offsets
   std::vector<int64_t> cols, col_offset;  // kernel columns taken, and their source offsets
   int64_t col_offset_min = 0, col_offset_max = 0;
+  bool stream_output = false;  // non-temporal stores for fp32 output (see kStreamOutputBytes)
 
   void add_row(int64_t i, int64_t offset) { rows.push_back(i); row_offset.push_back(offset); }
   void add_col(int64_t j, int64_t offset) { cols.push_back(j); col_offset.push_back(offset); }
@@ -205,8 +214,14 @@ void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::op
       scalar_t* out_px = out + n * os.n + ((r + row) * ga.out_row_step + ga.out_row_offset) * os.h +
                          (q0 * ga.out_col_step + ga.out_col_offset) * os.w + c0;
       for (int t = 0; t < tile; ++t) {
-        if constexpr (kPartial) VecIO<scalar_t>::store_partial(out_px + t * px_step, result[row][t], count);
-        else VecIO<scalar_t>::store(out_px + t * px_step, result[row][t]);
+        if constexpr (kPartial) {
+          VecIO<scalar_t>::store_partial(out_px + t * px_step, result[row][t], count);
+        } else if constexpr (std::is_same_v<scalar_t, float>) {
+          if (ga.stream_output) stream_store(out_px + t * px_step, result[row][t]);
+          else result[row][t].store(out_px + t * px_step);
+        } else {
+          VecIO<scalar_t>::store(out_px + t * px_step, result[row][t]);
+        }
       }
     }
   }
@@ -230,12 +245,13 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / tasks_per_image, r = (task % tasks_per_image) * rows_per_task;
       const int64_t row_count = std::min(rows_per_task, ga.out_h - r);
-      int64_t c0 = 0;
-      for (; c0 + V <= channels; c0 += V)
-        gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, V);
-      if (c0 < channels)
-        gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, channels - c0);
+      for (int64_t c0 = 0; c0 < channels; c0 += V) {
+        const int64_t count = std::min(V, channels - c0);
+        if (count == V) gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, V);
+        else gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, count);
+      }
     }
+    if (ga.stream_output) stream_fence();
   });
 }
 
@@ -407,6 +423,7 @@ void forward_channels_last_dispatch(const at::Tensor& x, const at::Tensor& w_t, 
   for (int64_t i = 0; i < g.kernel_h; ++i) ga.add_row(i, i * g.dilation_h - g.pad_top);
   for (int64_t j = 0; j < g.kernel_w; ++j) ga.add_col(j, j * g.dilation_w - g.pad_left);
   ga.finish();
+  ga.stream_output = y.nbytes() >= kStreamOutputBytes;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsconv_ext_forward_channels_last", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     gather_rows<scalar_t>(ga, x.data_ptr<scalar_t>(), Strides4(x), w_t.data_ptr<acc_t>(), w_t.size(1),
@@ -448,7 +465,8 @@ void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tenso
     if (grad_x.defined()) {
       for (int64_t residue_h = 0; residue_h < std::min(g.stride_h, g.in_h); ++residue_h)
         for (int64_t residue_w = 0; residue_w < std::min(g.stride_w, g.in_w); ++residue_w) {
-          const Gather ga = grad_input_gather(g, residue_h, residue_w);
+          Gather ga = grad_input_gather(g, residue_h, residue_w);
+          ga.stream_output = grad_x.nbytes() >= kStreamOutputBytes;
           gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr,
                                 grad_x.data_ptr<scalar_t>(), Strides4(grad_x), g.batch, g.channels);
         }

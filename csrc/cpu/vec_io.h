@@ -50,6 +50,24 @@ struct VecIO {
   }
 };
 
+// A full vector stored around the caches (a non-temporal store) when p is vector-aligned:
+// writing a layer's output that way saves the read of each line before it is overwritten.
+// Needs a store fence before another thread reads the data (stream_fence).
+inline void stream_store(float* p, const at::vec::Vectorized<float>& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) return _mm512_stream_ps(p, v);
+#elif defined(CPU_CAPABILITY_AVX2)
+  if ((reinterpret_cast<uintptr_t>(p) & 31) == 0) return _mm256_stream_ps(p, v);
+#endif
+  v.store(p);
+}
+
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
+#endif
+}
+
 // Sum of the lanes in a fixed order (so reductions are bitwise repeatable).
 template <typename acc_t>
 inline acc_t lane_sum(const at::vec::Vectorized<acc_t>& v) {
