@@ -89,14 +89,23 @@ def test_cpu_strided_1x1_leaves_skipped_pixels_with_zero_grad(layout, stride):
     torch.testing.assert_close(gx[:, :, read], w.view(1, 5, 1).expand(2, 5, int(read.sum())))
 
 
-# NCHW planes narrower than a vector run through channels_last: the layout copies' transposes
-# have full 16x16 tiles, partial tiles in both directions (channels and pixels not multiples of
-# 16), and images a batch stride apart that is not N * C * H * W (a batch-sliced view).
+# NCHW planes narrower than 16 columns run 16 planes at a time through the channels_last tiles:
+# the blocks' transposes have full 16x16 tiles, partial tiles in both directions (channels and
+# pixels not multiples of 16), and images a batch stride apart that is not N * C * H * W (a
+# batch-sliced view, copied to contiguous planes first); strides, dilation and asymmetric
+# padding exercise the residue-class grad-input gathers on a block.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
                          ids=["fp32", "fp64", "bf16", "fp16"])
 @pytest.mark.parametrize("channels,size", [(16, 4), (35, 7), (48, 13), (21, 5)])
-def test_cpu_narrow_planes_via_layout_copy(dtype, channels, size):
+def test_cpu_narrow_planes_in_plane_blocks(dtype, channels, size):
     check_depthwise("cpu", (3, channels, size + 2, size), (3, 3), 1, 1, 1, True, "nchw", dtype)
+
+
+@pytest.mark.parametrize("kernel_size,stride,padding,dilation",
+                         [((5, 5), 2, 2, 1), ((3, 3), (2, 1), (0, 2, 3, 0), 1), ((3, 3), 1, 2, 2), ((1, 4), 3, 1, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_plane_blocks_strides_dilation_padding(kernel_size, stride, padding, dilation, bias):
+    check_depthwise("cpu", (2, 19, 11, 13), kernel_size, stride, padding, dilation, bias, "nchw", torch.float32)
 
 
 def test_cpu_narrow_planes_batch_sliced_view():

@@ -56,6 +56,12 @@ void forward_direct(const at::Tensor& x, const at::Tensor& w_acc, const at::Tens
                     const ConvGeometry& g);
 void backward_direct(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_acc, at::Tensor& grad_x,
                      at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g);
+// NCHW layers with narrow planes, run a block of 16 planes at a time through the channels_last
+// tiles (depthwise_plane_blocks.cpp); w_t and bias_acc as for the channels_last kernels.
+void forward_plane_blocks(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias_acc, at::Tensor& y,
+                          const ConvGeometry& g);
+void backward_plane_blocks(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t, at::Tensor& grad_x,
+                           at::Tensor& grad_w, at::Tensor& grad_b, const ConvGeometry& g);
 void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w_t,
                                      at::Tensor& grad_x, at::Tensor& grad_w, at::Tensor& grad_b,
                                      const ConvGeometry& g);

@@ -10,6 +10,7 @@ struct Strides4 {
   int64_t n, c, h, w;
   explicit Strides4(const at::Tensor& t)
       : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  Strides4(int64_t n_, int64_t c_, int64_t h_, int64_t w_) : n(n_), c(c_), h(h_), w(w_) {}
 };
 
 }  // namespace cpu
