@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "../conv_geometry.h"
@@ -312,6 +313,25 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
   }
   flush();
   if (bias_partial) bias_grad_row<scalar_t, kPartial>(gy_row, gy_step, g.out_w, count, bias_partial);
+}
+
+// One output row's filter-gradient and/or bias-gradient sums for channels [c0, c0 + count),
+// count <= one vector; gy_row and x_n are offset to channel c0, as in weight_grad_row.
+template <typename scalar_t>
+void filter_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
+                     int64_t oh, std::pair<int64_t, int64_t> interior, int64_t c0, int64_t count, bool need_weight,
+                     at::opmath_type<scalar_t>* partial, int64_t c_stride, at::opmath_type<scalar_t>* bias_partial) {
+  const bool full = count == VecIO<scalar_t>::kWidth;
+  if (!need_weight) {
+    if (full) bias_grad_row<scalar_t, false>(gy_row, gy_step, g.out_w, count, bias_partial);
+    else bias_grad_row<scalar_t, true>(gy_row, gy_step, g.out_w, count, bias_partial);
+  } else if (full) {
+    weight_grad_row<scalar_t, false>(g, gy_row, gy_step, x_n, xs, oh, interior.first, interior.second, c0, count,
+                                     partial, c_stride, bias_partial);
+  } else {
+    weight_grad_row<scalar_t, true>(g, gy_row, gy_step, x_n, xs, oh, interior.first, interior.second, c0, count,
+                                    partial, c_stride, bias_partial);
+  }
 }
 
 // Output columns [first, last) whose filter taps all land inside the input row.

@@ -23,7 +23,6 @@ constexpr int64_t kStreamOutputBytes = int64_t(8) << 20;
 // Output rows between the filter gradient's prefetch and its use.
 constexpr int64_t kPrefetchRows = 2;
 
-
 template <typename scalar_t>
 void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
                  int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
@@ -63,7 +62,6 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
   const int64_t chunk_size = (taps + 1) * c_stride;
   std::vector<acc_t> partial(chunks * chunk_size, acc_t(0));
   const auto interior = interior_output_columns(g);
-  const int64_t ow_lo = interior.first, ow_hi = interior.second;
   // grad_out's row and the source rows that output row `row` reads and row - 1 did not,
   // channels [c0, c0 + count).
   auto prefetch_rows_ahead = [&](int64_t row, int64_t c0, int64_t count) {
@@ -87,14 +85,8 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
           const int64_t n = row / g.out_h, oh = row % g.out_h;
           if (row + kPrefetchRows < row_end) prefetch_rows_ahead(row + kPrefetchRows, c0, count);
           const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
-          acc_t* bias_row = grad_b ? bias_part + c0 : nullptr;
-          if (!grad_w) {
-            if (count == V) bias_grad_row<scalar_t, false>(gy_row + c0, gs.w, g.out_w, count, bias_row);
-            else bias_grad_row<scalar_t, true>(gy_row + c0, gs.w, g.out_w, count, bias_row);
-          } else if (count == V)
-            weight_grad_row<scalar_t, false>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride, bias_row);
-          else
-            weight_grad_row<scalar_t, true>(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, ow_lo, ow_hi, c0, count, part, c_stride, bias_row);
+          filter_grad_row(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, interior, c0, count, grad_w != nullptr,
+                          part, c_stride, grad_b ? bias_part + c0 : nullptr);
         }
       }
     }

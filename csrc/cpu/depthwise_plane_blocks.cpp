@@ -130,20 +130,9 @@ void backward_blocks(const ConvGeometry& g, const at::Tensor& grad_out, const at
     if (need_weight) planes_to_pixels(x_ptr + n * xs.n + c0 * xs.c, xs.c, count, in_pixels, in_block.data());
     for (int64_t oh = 0; oh < g.out_h; ++oh) {
       const scalar_t* gy_row = gy_block.data() + oh * out_block_strides.h;
-      for (int64_t c = 0; c < count; c += V) {
-        const int64_t lanes = std::min(V, count - c);
-        acc_t* bias_row = bias_sums ? bias_sums + c : nullptr;
-        if (!need_weight) {
-          if (lanes == V) bias_grad_row<scalar_t, false>(gy_row + c, kBlockPlanes, g.out_w, lanes, bias_row);
-          else bias_grad_row<scalar_t, true>(gy_row + c, kBlockPlanes, g.out_w, lanes, bias_row);
-        } else if (lanes == V) {
-          weight_grad_row<scalar_t, false>(g, gy_row + c, kBlockPlanes, in_block.data() + c, in_block_strides, oh,
-                                           interior.first, interior.second, c, lanes, task_sums, kBlockPlanes, bias_row);
-        } else {
-          weight_grad_row<scalar_t, true>(g, gy_row + c, kBlockPlanes, in_block.data() + c, in_block_strides, oh,
-                                          interior.first, interior.second, c, lanes, task_sums, kBlockPlanes, bias_row);
-        }
-      }
+      for (int64_t c = 0; c < count; c += V)
+        filter_grad_row(g, gy_row + c, kBlockPlanes, in_block.data() + c, in_block_strides, oh, interior, c,
+                        std::min(V, count - c), need_weight, task_sums, kBlockPlanes, bias_sums ? bias_sums + c : nullptr);
     }
   });
   if (!need_weight && !need_bias) return;
