@@ -36,6 +36,16 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
       const int64_t row_count = std::min(rows_per_task, ga.out_h - r);
       for (int64_t c0 = 0; c0 < channels; c0 += V) {
         const int64_t count = std::min(V, channels - c0);
+        // The next task's output lines, asked for ownership ahead of its stores: written into
+        // lines not in cache (a fresh output tensor in a forward+backward), the forward took
+        // 0.39 ms at 28x28 x 192 3x3 against 0.16 ms in a loop; with this, 0.20-0.28 ms.
+        if (!ga.stream_output && task + 1 < end) {
+          const int64_t next_n = (task + 1) / tasks_per_image, next_r = ((task + 1) % tasks_per_image) * rows_per_task;
+          for (int64_t row = next_r; row < std::min(next_r + rows_per_task, ga.out_h); ++row)
+            prefetch_pixel_channels<true>(out + next_n * os.n + (row * ga.out_row_step + ga.out_row_offset) * os.h +
+                                              ga.out_col_offset * os.w + c0,
+                                          ga.out_w, ga.out_col_step * os.w, count);
+        }
         if (count == V) gather_row<scalar_t, false>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, V);
         else gather_row<scalar_t, true>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, count);
       }

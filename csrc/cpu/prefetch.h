@@ -15,12 +15,13 @@ inline void prefetch_floats(const float* p, int64_t count) {
   for (int64_t b = 0; b < count * static_cast<int64_t>(sizeof(float)); b += 64) __builtin_prefetch(bytes + b, kWrite, 3);
 }
 
-// A channels_last row: `pixels` pixels `pixel_stride` elements apart, `count` channels of each.
-template <typename scalar_t>
+// A channels_last row: `pixels` pixels `pixel_stride` elements apart, `count` channels of each
+// (for writing when kWrite).
+template <bool kWrite = false, typename scalar_t>
 inline void prefetch_pixel_channels(const scalar_t* first, int64_t pixels, int64_t pixel_stride, int64_t count) {
   for (int64_t p = 0; p < pixels; ++p, first += pixel_stride) {
-    __builtin_prefetch(first, 0, 3);
-    __builtin_prefetch(first + count - 1, 0, 3);
+    __builtin_prefetch(first, kWrite, 3);
+    __builtin_prefetch(first + count - 1, kWrite, 3);
   }
 }
 
