@@ -225,6 +225,9 @@ constexpr bool kTwoRowTiles = true;
 constexpr bool kTwoRowTiles = false;
 #endif
 
+// Output rows per gather_row call: two for dense-row gathers where two-row tiles fit, else one.
+inline int64_t rows_per_call(const Gather& ga) { return (kTwoRowTiles && ga.dense_rows) ? 2 : 1; }
+
 // Filter-gradient partial sums of one output row (n, oh) for kTaps taps (any kernel rows and
 // columns, see for_each_tap_group), one vector accumulator per tap.
 // tap_elements[t]: element offset of tap t's source pixel from output column 0's anchor in x;
@@ -376,6 +379,15 @@ inline Gather grad_input_gather(const ConvGeometry& g, int64_t residue_h, int64_
   }
   ga.finish();
   return ga;
+}
+
+// The grad-input gathers of every residue class of the input pixels modulo the stride.
+inline std::vector<Gather> grad_input_gathers(const ConvGeometry& g) {
+  std::vector<Gather> gathers;
+  for (int64_t residue_h = 0; residue_h < std::min(g.stride_h, g.in_h); ++residue_h)
+    for (int64_t residue_w = 0; residue_w < std::min(g.stride_w, g.in_w); ++residue_w)
+      gathers.push_back(grad_input_gather(g, residue_h, residue_w));
+  return gathers;
 }
 
 }  // namespace cpu

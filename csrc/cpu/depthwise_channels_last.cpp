@@ -28,7 +28,7 @@ void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::o
                  int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
                  int64_t batch, int64_t channels) {
   constexpr int64_t V = VecIO<scalar_t>::kWidth;
-  const int64_t rows_per_task = (kTwoRowTiles && ga.dense_rows) ? 2 : 1;
+  const int64_t rows_per_task = rows_per_call(ga);
   const int64_t tasks_per_image = (ga.out_h + rows_per_task - 1) / rows_per_task;
   at::parallel_for(0, batch * tasks_per_image, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
@@ -134,13 +134,11 @@ void backward_channels_last_dispatch(const at::Tensor& grad_out, const at::Tenso
     const scalar_t* gy = grad_out.data_ptr<scalar_t>();
     const acc_t* w_ptr = w_t.data_ptr<acc_t>();
     if (grad_x.defined()) {
-      for (int64_t residue_h = 0; residue_h < std::min(g.stride_h, g.in_h); ++residue_h)
-        for (int64_t residue_w = 0; residue_w < std::min(g.stride_w, g.in_w); ++residue_w) {
-          Gather ga = grad_input_gather(g, residue_h, residue_w);
-          ga.stream_output = grad_x.nbytes() >= kStreamOutputBytes;
-          gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr,
-                                grad_x.data_ptr<scalar_t>(), Strides4(grad_x), g.batch, g.channels);
-        }
+      for (Gather& ga : grad_input_gathers(g)) {
+        ga.stream_output = grad_x.nbytes() >= kStreamOutputBytes;
+        gather_rows<scalar_t>(ga, gy, Strides4(grad_out), w_ptr, w_t.size(1), nullptr, grad_x.data_ptr<scalar_t>(),
+                              Strides4(grad_x), g.batch, g.channels);
+      }
     }
     if (grad_w.defined() || grad_b.defined()) {
       weight_grad_channels_last<scalar_t>(g, gy, Strides4(grad_out), x.data_ptr<scalar_t>(), Strides4(x),

@@ -25,9 +25,6 @@ bool run_plane_blocks(const ConvGeometry& g, bool channels_last) {
   return !channels_last && g.out_w < kNarrowPlane && g.channels > 1;
 }
 
-// The plane-block kernels read each plane as one contiguous run of pixels.
-at::Tensor with_contiguous_planes(const at::Tensor& t) { return t.is_contiguous() ? t : t.contiguous(); }
-
 at::Tensor filter_as_acc(const at::Tensor& weight, int64_t channels, int64_t taps, at::ScalarType acc) {
   return weight.reshape({channels, taps}).to(acc).contiguous();
 }
@@ -70,7 +67,8 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,
   if (use_channels_last_kernels(x, channels_last) || plane_blocks) {
     at::Tensor b = has_bias ? padded_bias(*bias, g.channels, acc) : at::Tensor();
     const at::Tensor w_t = filter_transposed(weight, g.channels, taps, acc);
-    if (plane_blocks) forward_plane_blocks(with_contiguous_planes(x), w_t, b, y, g);
+    // The plane blocks read each plane as one contiguous run of pixels.
+    if (plane_blocks) forward_plane_blocks(x.contiguous(), w_t, b, y, g);
     else forward_channels_last_dispatch(x, w_t, b, y, g);
   } else {
     at::Tensor b = has_bias ? bias->to(acc).contiguous() : at::Tensor();
@@ -104,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward(
       backward_channels_last_dispatch(gy, x, filter_transposed(weight, g.channels, taps, acc), grad_x, grad_w,
                                       grad_b, g);
     } else if (run_plane_blocks(g, channels_last)) {
-      backward_plane_blocks(with_contiguous_planes(grad_out), with_contiguous_planes(x),
+      backward_plane_blocks(grad_out.contiguous(), x.contiguous(),
                             filter_transposed(weight, g.channels, taps, acc), grad_x, grad_w, grad_b, g);
     } else {
       const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);

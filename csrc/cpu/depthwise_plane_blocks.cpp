@@ -46,7 +46,7 @@ void gather_block(const Gather& ga, const scalar_t* src, Strides4 ss, const at::
                   int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
                   int64_t count) {
   constexpr int64_t V = VecIO<scalar_t>::kWidth;
-  const int64_t rows_per_step = (kTwoRowTiles && ga.dense_rows) ? 2 : 1;
+  const int64_t rows_per_step = rows_per_call(ga);
   for (int64_t r = 0; r < ga.out_h; r += rows_per_step) {
     const int64_t row_count = std::min(rows_per_step, ga.out_h - r);
     for (int64_t c = 0; c < count; c += V) {
@@ -96,11 +96,7 @@ void backward_blocks(const ConvGeometry& g, const at::Tensor& grad_out, const at
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t V = VecIO<scalar_t>::kWidth;
   const bool need_input = grad_x.defined(), need_weight = grad_w.defined(), need_bias = grad_b.defined();
-  std::vector<Gather> input_gathers;
-  if (need_input)
-    for (int64_t residue_h = 0; residue_h < std::min(g.stride_h, g.in_h); ++residue_h)
-      for (int64_t residue_w = 0; residue_w < std::min(g.stride_w, g.in_w); ++residue_w)
-        input_gathers.push_back(grad_input_gather(g, residue_h, residue_w));
+  const std::vector<Gather> input_gathers = need_input ? grad_input_gathers(g) : std::vector<Gather>();
   const int64_t taps = g.kernel_h * g.kernel_w, in_pixels = g.in_h * g.in_w, out_pixels = g.out_h * g.out_w;
   // Per task: [taps + 1][kBlockPlanes] filter and bias gradient sums, added over images in
   // image order below, so the result does not depend on the threads.
