@@ -50,6 +50,14 @@ def test_cpu_channels_last_channel_counts(channels, stride, padding):
     check_depthwise("cpu", (2, channels, 10, 13), (3, 5), stride, padding, 1, True, "channels_last", torch.float32)
 
 
+# The partial channel vector (masked loads and stores) of the half-width storage types, which
+# widen to fp32 on load: lanes past the channel count must neither be read nor written.
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=["bf16", "fp16", "fp64"])
+@pytest.mark.parametrize("channels", [5, 21, 40])
+def test_cpu_channels_last_partial_vectors_by_dtype(dtype, channels):
+    check_depthwise("cpu", (2, channels, 9, 11), (3, 3), 1, 1, 1, True, "channels_last", dtype)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "noncontiguous_cl"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=["fp64", "bf16", "fp16"])
 @pytest.mark.parametrize(
@@ -89,14 +97,15 @@ def test_cpu_strided_1x1_leaves_skipped_pixels_with_zero_grad(layout, stride):
     torch.testing.assert_close(gx[:, :, read], w.view(1, 5, 1).expand(2, 5, int(read.sum())))
 
 
-# NCHW planes narrower than 16 columns run 16 planes at a time through the channels_last tiles:
-# the blocks' transposes have full 16x16 tiles, partial tiles in both directions (channels and
-# pixels not multiples of 16), and images a batch stride apart that is not N * C * H * W (a
-# batch-sliced view, copied to contiguous planes first); strides, dilation and asymmetric
-# padding exercise the residue-class grad-input gathers on a block.
+# NCHW layers of 32 channels or more with planes narrower than 16 columns or strided columns
+# run 16 planes at a time through the channels_last tiles: the blocks' transposes have full
+# 16x16 tiles, partial tiles in both directions (channels and pixels not multiples of 16), and
+# images a batch stride apart that is not N * C * H * W (a batch-sliced view, copied to
+# contiguous planes first); strides, dilation and asymmetric padding exercise the residue-class
+# grad-input gathers on a block. Fewer channels run on the width-vectorised kernels.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
                          ids=["fp32", "fp64", "bf16", "fp16"])
-@pytest.mark.parametrize("channels,size", [(16, 4), (35, 7), (48, 13), (21, 5)])
+@pytest.mark.parametrize("channels,size", [(32, 4), (35, 7), (48, 13), (21, 5)])
 def test_cpu_narrow_planes_in_plane_blocks(dtype, channels, size):
     check_depthwise("cpu", (3, channels, size + 2, size), (3, 3), 1, 1, 1, True, "nchw", dtype)
 
@@ -105,7 +114,38 @@ def test_cpu_narrow_planes_in_plane_blocks(dtype, channels, size):
                          [((5, 5), 2, 2, 1), ((3, 3), (2, 1), (0, 2, 3, 0), 1), ((3, 3), 1, 2, 2), ((1, 4), 3, 1, 1)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_cpu_plane_blocks_strides_dilation_padding(kernel_size, stride, padding, dilation, bias):
-    check_depthwise("cpu", (2, 19, 11, 13), kernel_size, stride, padding, dilation, bias, "nchw", torch.float32)
+    check_depthwise("cpu", (2, 37, 11, 13), kernel_size, stride, padding, dilation, bias, "nchw", torch.float32)
+
+
+# Wide planes on the blocks: strided columns (3x3 and 5x5 at stride 2, stride (1, 2)), and
+# filters of more than 12 taps in bf16 (no direct kernel): forward, grad-input and filter
+# gradient all on the blocks.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kernel_size,stride,padding",
+                         [((3, 3), 2, 1), ((5, 5), 2, 2), ((3, 3), (1, 2), (1, 0, 2, 1)), ((7, 7), 1, 3)])
+def test_cpu_wide_planes_in_plane_blocks(dtype, kernel_size, stride, padding):
+    check_depthwise("cpu", (2, 40, 23, 37), kernel_size, stride, padding, 1, True, "nchw", dtype)
+
+
+# fp32 NCHW with a filter of more than 12 taps on wide planes: grad-input runs on the direct
+# kernels and the filter gradient on the blocks, in two passes; each asked for alone, and
+# together with the bias gradient, must match the oracle.
+@pytest.mark.parametrize("wanted", ["input", "weight", "bias", "weight+bias", "input+bias", "all"])
+def test_cpu_backward_split_between_direct_kernels_and_blocks(wanted):
+    x = torch.randn(2, 33, 20, 29)
+    w = torch.randn(33, 1, 5, 5)
+    b = torch.randn(33)
+    x.requires_grad_("input" in wanted or wanted == "all")
+    w.requires_grad_("weight" in wanted or wanted == "all")
+    b.requires_grad_("bias" in wanted or wanted == "all")
+    y = dsconv_ext.depthwise_conv2d(x, w, b, 1, 2, 1, backend="cpu")
+    x64, w64, b64 = (t.detach().double().requires_grad_(t.requires_grad) for t in (x, w, b))
+    y64 = torch.nn.functional.conv2d(x64, w64, b64, 1, 2, 1, 33)
+    gy = torch.randn_like(y)
+    inputs = [t for t in (x, w, b) if t.requires_grad]
+    inputs64 = [t for t in (x64, w64, b64) if t.requires_grad]
+    for got, want in zip(torch.autograd.grad(y, inputs, gy), torch.autograd.grad(y64, inputs64, gy.double())):
+        assert_close_for(torch.float32, got, want, grad=True)
 
 
 def test_cpu_narrow_planes_batch_sliced_view():

@@ -1,6 +1,7 @@
 // Entry points of the CPU backend: argument checks, output allocation, layout choice.
 #include "depthwise_cpu.h"
 
+#include "tap_groups.h"
 #include "vec_io.h"
 
 namespace dsconv_ext {
@@ -14,15 +15,28 @@ bool use_channels_last_kernels(const at::Tensor& x, bool channels_last) {
   return channels_last && x.stride(1) == 1;
 }
 
-// Narrow planes leave most vector lanes of the width-vectorised kernels idle (a 7x7 plane fills
-// 7 of 16 lanes) and pay per-plane set-up on little work: they run 16 planes at a time through
-// the channels_last tiles instead (depthwise_plane_blocks.cpp). Measured against copying the
-// whole tensors to channels_last and back, forward+backward: 1.15-1.35x faster at 7x7 and
-// 14x14 with 3x3 to 7x7 filters; against the direct kernels at 14x14 3x3, each pass 1.1-1.3x.
-constexpr int64_t kNarrowPlane = 16;
+// Which NCHW kernels run an op: the direct kernels (depthwise_direct.cpp), blocks of 16 planes
+// transposed through the channels_last tiles (depthwise_plane_blocks.cpp), or the phase-split
+// plane path (depthwise_planes.cpp).
+enum class NchwKernels { kDirect, kPlaneBlocks, kPlanes };
 
-bool run_plane_blocks(const ConvGeometry& g, bool channels_last) {
-  return !channels_last && g.out_w < kNarrowPlane && g.channels > 1;
+// Narrow planes leave most lanes of the width-vectorised kernels idle (a 7x7 plane fills 7 of
+// 16) and pay per-plane set-up on little work; strided columns cost the plane path a phase split
+// per plane; filters of more than kMaxWeightGradTaps taps, where no direct kernel applies, make
+// the plane path stream each plane once per group of taps. All three run faster on the blocks,
+// which gather every tap in one pass over pixels of 16 channels. Measured per pass, N=8,
+// 2 threads: 56x56 C144 3x3 stride 2 1.2-1.6x; 28x28 C240 5x5 grad-weight 1.5x; 28x28 C192
+// 7x7 bf16 1.3-1.6x; 14x14 and 7x7, 3x3 to 7x7, 1.0-1.5x. Below two blocks' worth of channels
+// the blocks lose (C=8 and C=24 at 14x14 3x3: 1.3-1.8x slower): lanes past C idle and too few
+// tasks to share.
+constexpr int64_t kNarrowPlane = 16;
+constexpr int64_t kMinBlockChannels = 32;
+
+NchwKernels nchw_kernels(const ConvGeometry& g, bool direct_applies) {
+  const bool blocks_pay = g.out_w < kNarrowPlane || g.stride_w > 1 ||
+                          (!direct_applies && g.kernel_h * g.kernel_w > kMaxWeightGradTaps);
+  if (g.channels >= kMinBlockChannels && blocks_pay) return NchwKernels::kPlaneBlocks;
+  return direct_applies ? NchwKernels::kDirect : NchwKernels::kPlanes;
 }
 
 at::Tensor filter_as_acc(const at::Tensor& weight, int64_t channels, int64_t taps, at::ScalarType acc) {
@@ -57,25 +71,28 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,
                              at::IntArrayRef padding, at::IntArrayRef dilation, bool channels_last) {
   check_common(x, weight);
   const ConvGeometry g = make_geometry(x.sizes(), {weight.size(2), weight.size(3)}, stride, padding, dilation);
-  const bool plane_blocks = run_plane_blocks(g, channels_last);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor y = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options().memory_format(format));
   if (y.numel() == 0) return y;
   const auto acc = at::toOpMathType(x.scalar_type());
   const int64_t taps = g.kernel_h * g.kernel_w;
   const bool has_bias = bias.has_value() && bias->defined();
-  if (use_channels_last_kernels(x, channels_last) || plane_blocks) {
-    at::Tensor b = has_bias ? padded_bias(*bias, g.channels, acc) : at::Tensor();
-    const at::Tensor w_t = filter_transposed(weight, g.channels, taps, acc);
-    // The plane blocks read each plane as one contiguous run of pixels.
-    if (plane_blocks) forward_plane_blocks(x.contiguous(), w_t, b, y, g);
-    else forward_channels_last_dispatch(x, w_t, b, y, g);
-  } else {
-    at::Tensor b = has_bias ? bias->to(acc).contiguous() : at::Tensor();
-    const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);
-    if (direct_forward_applies(x, y, g)) forward_direct(x, w_acc, b, y, g);
-    else forward_planes_dispatch(x, w_acc, b, y, g);
+  if (use_channels_last_kernels(x, channels_last)) {
+    forward_channels_last_dispatch(x, filter_transposed(weight, g.channels, taps, acc),
+                                   has_bias ? padded_bias(*bias, g.channels, acc) : at::Tensor(), y, g);
+    return y;
   }
+  const NchwKernels kernels = nchw_kernels(g, direct_forward_applies(x, y, g));
+  if (kernels == NchwKernels::kPlaneBlocks) {
+    // The plane blocks read each plane as one contiguous run of pixels.
+    forward_plane_blocks(x.contiguous(), filter_transposed(weight, g.channels, taps, acc),
+                         has_bias ? padded_bias(*bias, g.channels, acc) : at::Tensor(), y, g);
+    return y;
+  }
+  const at::Tensor b = has_bias ? bias->to(acc).contiguous() : at::Tensor();
+  const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);
+  if (kernels == NchwKernels::kDirect) forward_direct(x, w_acc, b, y, g);
+  else forward_planes_dispatch(x, w_acc, b, y, g);
   return y;
 }
 
@@ -101,22 +118,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward(
       const at::Tensor gy = grad_out.contiguous(at::MemoryFormat::ChannelsLast);
       backward_channels_last_dispatch(gy, x, filter_transposed(weight, g.channels, taps, acc), grad_x, grad_w,
                                       grad_b, g);
-    } else if (run_plane_blocks(g, channels_last)) {
-      backward_plane_blocks(grad_out.contiguous(), x.contiguous(),
-                            filter_transposed(weight, g.channels, taps, acc), grad_x, grad_w, grad_b, g);
     } else {
-      const at::Tensor w_acc = filter_as_acc(weight, g.channels, taps, acc);
-      // Each output goes to the direct kernels where they apply, else to the plane path; one
-      // pass each, so grad_out is read once where both apply.
-      const bool input_direct = need_input && direct_grad_input_applies(grad_out, grad_x, g);
-      const bool weight_direct = (need_weight || need_bias) && direct_weight_grad_applies(grad_out, x, g);
-      at::Tensor none;
-      if (input_direct || weight_direct)
-        backward_direct(grad_out, x, w_acc, input_direct ? grad_x : none, weight_direct ? grad_w : none,
-                        weight_direct ? grad_b : none, g);
-      if ((need_input && !input_direct) || ((need_weight || need_bias) && !weight_direct))
-        backward_planes_dispatch(grad_out, x, w_acc, input_direct ? none : grad_x, weight_direct ? none : grad_w,
-                                 weight_direct ? none : grad_b, g);
+      // grad-input and the filter gradients may each run on different kernels; those on the
+      // same kernels share one pass, so grad_out is read once where both do.
+      const bool need_filter = need_weight || need_bias;
+      const NchwKernels input_kernels =
+          need_input ? nchw_kernels(g, direct_grad_input_applies(grad_out, grad_x, g)) : NchwKernels::kPlanes;
+      const NchwKernels filter_kernels =
+          need_filter ? nchw_kernels(g, direct_weight_grad_applies(grad_out, x, g)) : NchwKernels::kPlanes;
+      auto wanted_on = [&](NchwKernels kernels, at::Tensor& gx, at::Tensor& gw, at::Tensor& gb) {
+        const bool input = need_input && input_kernels == kernels;
+        const bool filter = need_filter && filter_kernels == kernels;
+        gx = input ? grad_x : at::Tensor();
+        gw = filter ? grad_w : at::Tensor();
+        gb = filter ? grad_b : at::Tensor();
+        return input || filter;
+      };
+      at::Tensor gx, gw, gb;
+      if (wanted_on(NchwKernels::kPlaneBlocks, gx, gw, gb))
+        backward_plane_blocks(grad_out.contiguous(), gw.defined() ? x.contiguous() : x, filter_transposed(weight, g.channels, taps, acc),
+                              gx, gw, gb, g);
+      at::Tensor w_acc;
+      if (wanted_on(NchwKernels::kDirect, gx, gw, gb)) {
+        w_acc = filter_as_acc(weight, g.channels, taps, acc);
+        backward_direct(grad_out, x, w_acc, gx, gw, gb, g);
+      }
+      if (wanted_on(NchwKernels::kPlanes, gx, gw, gb)) {
+        if (!w_acc.defined()) w_acc = filter_as_acc(weight, g.channels, taps, acc);
+        backward_planes_dispatch(grad_out, x, w_acc, gx, gw, gb, g);
+      }
     }
   } else if (need_input) {
     grad_x.zero_();

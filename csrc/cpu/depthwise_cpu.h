@@ -5,9 +5,11 @@
 // non-contiguous views), weight [C, 1, kh, kw], bias [C]. padding is (top, bottom, left, right).
 // Accumulation is in at::opmath_type (fp32 for fp32/bf16/fp16, fp64 for fp64).
 //
-// Two layouts of work: channels_last inputs (unit channel stride) are vectorised over channels
-// (depthwise_channels_last.cpp); everything else one (n, c) plane at a time, vectorised along
-// the width (depthwise_planes.cpp).
+// channels_last inputs (unit channel stride) are vectorised over channels
+// (depthwise_channels_last.cpp). Everything else runs, per op, on one of three NCHW kernels
+// (chosen in depthwise_cpu.cpp): in-place fp32 planes vectorised along the width
+// (depthwise_direct.cpp), blocks of 16 planes transposed through the channels_last tiles
+// (depthwise_plane_blocks.cpp), or padded phase-split plane copies (depthwise_planes.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
