@@ -110,6 +110,22 @@ def _sources(pattern: str) -> list:
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+# Ampere and Hopper data-centre GPUs, what the CUDA kernels are tuned for.
+_ARCHES_WITHOUT_VISIBLE_GPUS = "8.0;9.0"
+
+
+def _default_arch_list_without_gpus() -> None:
+    """torch derives the architectures from the visible GPUs when TORCH_CUDA_ARCH_LIST is unset,
+    and fails (an IndexError in _get_cuda_arch_flags) when there are none: a GPU-less build
+    machine gets sm_80 and sm_90 instead."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+        return
+    import torch
+
+    if torch.cuda.device_count() == 0:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _ARCHES_WITHOUT_VISIBLE_GPUS
+
+
 def _extensions_and_cmdclass():
     if _flag("DSCONV_EXT_SKIP_BUILD"):
         return [], {}
@@ -128,7 +144,9 @@ def _extensions_and_cmdclass():
         # torch.utils.cpp_extension reads CUDA_HOME when it is imported; its own guess from a
         # wrapper nvcc on PATH can be the wrong directory.
         os.environ["CUDA_HOME"] = cuda_home
-        print(f"dsconv_ext: building CUDA kernels with the toolkit in {cuda_home}")
+        _default_arch_list_without_gpus()
+        print(f"dsconv_ext: building CUDA kernels with the toolkit in {cuda_home} for "
+              f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(the visible GPUs)')}")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")

@@ -17,6 +17,7 @@ from . import ops  # noqa: F401  (registers torch.ops.dsconv_ext.*)
 from .backends import resolve_backend
 from .conv_args import ConvArgs, Padding, check_companion, check_finite, check_input, pair
 from .families import dog
+from .ops import cpu_native_op
 
 
 def _shape_key(op: str, x: Tensor, kernel_size, stride) -> Optional[tuple]:
@@ -73,6 +74,9 @@ def depthwise_conv2d(
     if backend == "triton":  # a triton_op: torch.compile traces into its kernels
         return torch.ops.dsconv_ext.triton_depthwise_conv2d(
             x, weight, bias, list(args.stride), args.padding, list(args.dilation))
+    if backend == "cpu" and cpu_native_op.AVAILABLE:  # autograd in C++: no Python per call
+        return cpu_native_op.cpu_depthwise_conv2d(x, weight, bias, list(args.stride), args.padding,
+                                                  list(args.dilation))
     return torch.ops.dsconv_ext.depthwise_conv2d(
         x, weight, bias, list(args.stride), args.padding, list(args.dilation), backend
     )

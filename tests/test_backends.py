@@ -9,7 +9,7 @@ import torch
 import dsconv_ext
 from dsconv_ext import backends
 from dsconv_ext.families.bank import master8
-from dsconv_ext.ops import backend_kernels
+from dsconv_ext.ops import backend_kernels, cpu_native_op
 from dsconv_ext.reference import bank_conv2d_reference, depthwise_conv2d_reference, dog_conv2d_reference
 
 
@@ -24,6 +24,18 @@ def record(monkeypatch):
                 return _fn(*args, **kwargs)
 
             monkeypatch.setitem(table, name, wrapper)
+    # The functional ops send cpu-backend depthwise calls to the op with C++ autograd instead of
+    # the tables: its forward is seen here, its backward by a hook on the output's gradient.
+    native = cpu_native_op.cpu_depthwise_conv2d
+
+    def native_wrapper(*args, **kwargs):
+        calls.append(("forward", "cpu"))
+        y = native(*args, **kwargs)
+        if y.requires_grad:
+            y.register_hook(lambda grad: calls.append(("backward", "cpu")))
+        return y
+
+    monkeypatch.setattr(cpu_native_op, "cpu_depthwise_conv2d", native_wrapper)
     return calls
 
 

@@ -1,0 +1,43 @@
+"""``dsconv_ext::_cpu_depthwise_conv2d``: the cpu backend's depthwise convolution with its autograd
+formula in C++ (csrc/cpu_autograd.cpp), which the functional ops call for the cpu backend.
+
+The generic op ``dsconv_ext::depthwise_conv2d`` (depthwise_op.py) computes the same thing on every
+backend, but its Python autograd wrapper costs about 130 us per forward+backward call, as much as
+the kernels of a small MobileNet layer. This module registers the fake kernels that
+``torch.compile`` and ``opcheck`` need for the C++ op and its backward.
+"""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from .._native import has_native_op
+from ..conv_args import empty_output, memory_format_of
+from .backend_kernels import accumulation_dtype
+
+AVAILABLE = has_native_op("_cpu_depthwise_conv2d")
+
+
+def cpu_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                         dilation: List[int]) -> Tensor:
+    """x ``[N, C, H, W]``, weight ``[C, 1, kh, kw]``, bias ``[C]`` or None -> ``[N, C, H', W']``;
+    arguments normalised as for the generic op (padding ``[top, bottom, left, right]``)."""
+    return torch.ops.dsconv_ext._cpu_depthwise_conv2d(x, weight, bias, stride, padding, dilation)
+
+
+if AVAILABLE:
+
+    @torch.library.register_fake("dsconv_ext::_cpu_depthwise_conv2d")
+    def _(x, weight, bias, stride, padding, dilation):
+        return empty_output(x, weight.shape[2:], stride, padding, dilation)
+
+    @torch.library.register_fake("dsconv_ext::_cpu_depthwise_backward")
+    def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, channels_last):
+        acc = accumulation_dtype(x.dtype)
+        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+        return (
+            grad_x if need_input else x.new_empty(0),
+            x.new_empty(weight.shape, dtype=acc) if need_weight else x.new_empty(0, dtype=acc),
+            x.new_empty(weight.shape[0], dtype=acc) if need_bias else x.new_empty(0, dtype=acc),
+        )
