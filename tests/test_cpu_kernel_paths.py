@@ -249,3 +249,18 @@ def test_cpu_channels_last_outputs_written_around_the_cache(channels, stride):
                                   gy.double())
     assert_close_for(torch.float32, gx, gx64, grad=True, msg="grad-input")
     assert gx.is_contiguous(memory_format=torch.channels_last)
+
+
+# Row gathers run in tiles of 7 or 8 pixels, whichever leaves fewer idle pixels in the last tile
+# (pixel_tile_for in channels_last_tiles.h): every row width from 1 to 30 ("same" padding, so the
+# output rows are as wide; both tile widths, each with every partial last tile, interior and
+# border tiles) in forward and grad-input, and at stride 2, where grad-input's residue classes
+# have their own widths.
+@pytest.mark.parametrize("width", list(range(1, 31)))
+@pytest.mark.parametrize("layout,kernel_size,stride", [
+    ("channels_last", (3, 3), 1), ("channels_last", (7, 7), 1), ("channels_last", (5, 5), 2),
+    ("nchw", (7, 7), 1),  # narrow NCHW planes run on the same tiles (plane blocks)
+])
+def test_cpu_tile_widths(width, layout, kernel_size, stride):
+    padding = kernel_size[0] // 2
+    check_depthwise("cpu", (2, 35, 6, width), kernel_size, stride, padding, 1, True, layout, torch.float32)

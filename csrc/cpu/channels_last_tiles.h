@@ -1,5 +1,5 @@
 // channels_last building blocks, vectorised over channels (the contiguous axis): the row
-// gathers behind forward and grad-input (a register tile of kPixelTile output pixels along the row,
+// gathers behind forward and grad-input (a register tile of 7 or 8 output pixels along the row,
 // so each filter vector is loaded once per tile; interior tiles without bounds checks, border
 // tiles checking each tap) and the filter gradient of one output row. Used on whole
 // channels_last tensors (depthwise_channels_last.cpp) and on blocks of narrow NCHW planes
@@ -18,7 +18,15 @@
 namespace dsconv_ext {
 namespace cpu {
 
+// Output pixels per register tile along a row: kPixelTile, or 7 where that leaves fewer idle
+// pixels in the row's last tile. The 56-, 28-, 14- and 7-pixel rows of the ConvNeXt, MobileNet
+// and EfficientNet stages are multiples of 7; with tiles of 8 a 28- or 14-pixel row computes 32
+// or 16 pixels (the 7x7 forward took as long at 28x28 and 14x14 as at 28x32 and 14x16).
 constexpr int kPixelTile = 8;
+inline int pixel_tile_for(int64_t out_w) {
+  auto padded = [out_w](int64_t tile) { return (out_w + tile - 1) / tile * tile; };
+  return padded(7) < padded(kPixelTile) ? 7 : kPixelTile;
+}
 
 // A gather along rows: out(r, q) = bias + sum over taps (i, j) of w[i, j] *
 // src(r * row_step + row_offset_i, q * col_step + col_offset_j), src taken as zero outside
@@ -35,6 +43,7 @@ struct Gather {
   std::vector<int64_t> cols, col_offset;  // kernel columns taken, and their source offsets
   int64_t col_offset_min = 0, col_offset_max = 0;
   bool stream_output = false;  // non-temporal stores for fp32 output (set by the caller)
+  int pixel_tile = kPixelTile;  // set by finish(), from out_w
 
   void add_row(int64_t i, int64_t offset) { rows.push_back(i); row_offset.push_back(offset); }
   void add_col(int64_t j, int64_t offset) { cols.push_back(j); col_offset.push_back(offset); }
@@ -46,6 +55,7 @@ struct Gather {
   std::vector<int64_t> tap_of_row_offset;  // index into rows for offset min_row_offset + k
 
   void finish() {
+    pixel_tile = pixel_tile_for(out_w);
     if (!row_offset.empty()) {
       const auto [lo, hi] = std::minmax_element(row_offset.begin(), row_offset.end());
       min_row_offset = *lo;
@@ -68,17 +78,17 @@ inline at::vec::Vectorized<at::opmath_type<scalar_t>> load_channels(const scalar
   else return VecIO<scalar_t>::load(p);
 }
 
-// One tile of kPixelTile output pixels (n, r, q0 ..) for channels [c0, c0 + count), accumulators in
+// One tile of kTile output pixels (n, r, q0 ..) for channels [c0, c0 + count), accumulators in
 // registers. Border tiles point taps that fall outside the source at a zero vector, so the
 // loops keep compile-time bounds either way.
-template <typename scalar_t, bool kPartial, bool kBorder>
+template <typename scalar_t, bool kPartial, bool kBorder, int kTile>
 inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
                         int64_t c_stride_w, const at::vec::Vectorized<at::opmath_type<scalar_t>>& bias_v,
                         int64_t r, int64_t q0, int64_t c0, int64_t count, at::vec::Vectorized<at::opmath_type<scalar_t>>* out) {
   using Vec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
   alignas(64) static const scalar_t zeros[64] = {};
-  Vec acc[kPixelTile];
-  for (int t = 0; t < kPixelTile; ++t) acc[t] = bias_v;
+  Vec acc[kTile];
+  for (int t = 0; t < kTile; ++t) acc[t] = bias_v;
   // Loop invariants in locals, and pointers stepped by adds: the tap loop must be loads and
   // FMAs, not index arithmetic.
   const int64_t pixel = ga.col_step * ss.w;
@@ -99,26 +109,26 @@ inline void gather_tile(const Gather& ga, const scalar_t* src_n, Strides4 ss, co
       const int64_t base = first_col + col_offset[ci];
       const scalar_t* p = src_row + base * ss.w;
       if constexpr (kBorder) {
-        for (int t = 0; t < kPixelTile; ++t) {
+        for (int t = 0; t < kTile; ++t) {
           const int64_t sc = base + t * ga.col_step;
           const scalar_t* q = (sc >= 0 && sc < src_w) ? p : zeros;
           acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(q, count), wv, acc[t]);
           p += pixel;
         }
       } else {
-        for (int t = 0; t < kPixelTile; ++t) {
+        for (int t = 0; t < kTile; ++t) {
           acc[t] = at::vec::fmadd(load_channels<scalar_t, kPartial>(p, count), wv, acc[t]);
           p += pixel;
         }
       }
     }
   }
-  for (int t = 0; t < kPixelTile; ++t) out[t] = acc[t];
+  for (int t = 0; t < kTile; ++t) out[t] = acc[t];
 }
 
 // Two output rows (r, r + 1) of a dense-row gather: source row r + k feeds row r through the
 // tap of offset k and row r + 1 through the tap of offset k - 1, from one set of loads.
-template <typename scalar_t, bool kPartial, bool kBorder>
+template <typename scalar_t, bool kPartial, bool kBorder, int kTile>
 inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Strides4 ss,
                                  const at::opmath_type<scalar_t>* w_t, int64_t c_stride_w,
                                  const at::vec::Vectorized<at::opmath_type<scalar_t>>& bias_v, int64_t r, int64_t q0,
@@ -126,8 +136,8 @@ inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Stride
                                  at::vec::Vectorized<at::opmath_type<scalar_t>>* out1) {
   using Vec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
   alignas(64) static const scalar_t zeros[64] = {};
-  Vec acc0[kPixelTile], acc1[kPixelTile];
-  for (int t = 0; t < kPixelTile; ++t) acc0[t] = acc1[t] = bias_v;
+  Vec acc0[kTile], acc1[kTile];
+  for (int t = 0; t < kTile; ++t) acc0[t] = acc1[t] = bias_v;
   const int64_t pixel = ga.col_step * ss.w;
   const int64_t n_offsets = static_cast<int64_t>(ga.tap_of_row_offset.size());
   const int64_t n_cols = static_cast<int64_t>(ga.cols.size());
@@ -147,8 +157,8 @@ inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Stride
     for (int64_t ci = 0; ci < n_cols; ++ci) {
       const int64_t base = first_col + col_offset[ci];
       const scalar_t* p = src_row + base * ss.w;
-      Vec xv[kPixelTile];
-      for (int t = 0; t < kPixelTile; ++t) {
+      Vec xv[kTile];
+      for (int t = 0; t < kTile; ++t) {
         const scalar_t* q = p;
         if constexpr (kBorder) {
           const int64_t sc = base + t * ga.col_step;
@@ -159,15 +169,15 @@ inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Stride
       }
       if (feeds0) {
         const Vec wv = Vec::loadu(w0 + cols[ci] * c_stride_w);
-        for (int t = 0; t < kPixelTile; ++t) acc0[t] = at::vec::fmadd(xv[t], wv, acc0[t]);
+        for (int t = 0; t < kTile; ++t) acc0[t] = at::vec::fmadd(xv[t], wv, acc0[t]);
       }
       if (feeds1) {
         const Vec wv = Vec::loadu(w1 + cols[ci] * c_stride_w);
-        for (int t = 0; t < kPixelTile; ++t) acc1[t] = at::vec::fmadd(xv[t], wv, acc1[t]);
+        for (int t = 0; t < kTile; ++t) acc1[t] = at::vec::fmadd(xv[t], wv, acc1[t]);
       }
     }
   }
-  for (int t = 0; t < kPixelTile; ++t) {
+  for (int t = 0; t < kTile; ++t) {
     out0[t] = acc0[t];
     out1[t] = acc1[t];
   }
@@ -175,31 +185,31 @@ inline void gather_tile_two_rows(const Gather& ga, const scalar_t* src_n, Stride
 
 // Output rows r .. r + row_count - 1 (row_count 1, or 2 for dense-row gathers) of image n,
 // channels [c0, c0 + count).
-template <typename scalar_t, bool kPartial>
-void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
-                int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
-                int64_t n, int64_t r, int64_t row_count, int64_t c0, int64_t count) {
+template <typename scalar_t, bool kPartial, int kTile>
+void gather_row_tiles(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
+                      int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
+                      int64_t n, int64_t r, int64_t row_count, int64_t c0, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<acc_t>;
   const Vec bias_v = bias ? Vec::loadu(bias + c0) : Vec(acc_t(0));
   const scalar_t* src_n = src + n * ss.n + c0;
-  Vec result[2][kPixelTile];
+  Vec result[2][kTile];
   const int64_t px_step = ga.out_col_step * os.w;
-  for (int64_t q0 = 0; q0 < ga.out_w; q0 += kPixelTile) {
-    const int64_t tile = std::min<int64_t>(kPixelTile, ga.out_w - q0);
+  for (int64_t q0 = 0; q0 < ga.out_w; q0 += kTile) {
+    const int64_t tile = std::min<int64_t>(kTile, ga.out_w - q0);
     const bool interior = q0 * ga.col_step + ga.col_offset_min >= 0 &&
-                          (q0 + kPixelTile - 1) * ga.col_step + ga.col_offset_max < ga.src_w;
+                          (q0 + kTile - 1) * ga.col_step + ga.col_offset_max < ga.src_w;
     if (row_count == 2) {
       if (interior)
-        gather_tile_two_rows<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
+        gather_tile_two_rows<scalar_t, kPartial, false, kTile>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
                                                         result[0], result[1]);
       else
-        gather_tile_two_rows<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
+        gather_tile_two_rows<scalar_t, kPartial, true, kTile>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count,
                                                        result[0], result[1]);
     } else if (interior) {
-      gather_tile<scalar_t, kPartial, false>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
+      gather_tile<scalar_t, kPartial, false, kTile>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
     } else {
-      gather_tile<scalar_t, kPartial, true>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
+      gather_tile<scalar_t, kPartial, true, kTile>(ga, src_n, ss, w_t, c_stride_w, bias_v, r, q0, c0, count, result[0]);
     }
     for (int64_t row = 0; row < row_count; ++row) {
       scalar_t* out_px = out + n * os.n + ((r + row) * ga.out_row_step + ga.out_row_offset) * os.h +
@@ -216,6 +226,19 @@ void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::op
       }
     }
   }
+}
+
+// Output rows r .. r + row_count - 1 of image n, channels [c0, c0 + count), in tiles of
+// ga.pixel_tile pixels.
+template <typename scalar_t, bool kPartial>
+void gather_row(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
+                int64_t c_stride_w, const at::opmath_type<scalar_t>* bias, scalar_t* out, Strides4 os,
+                int64_t n, int64_t r, int64_t row_count, int64_t c0, int64_t count) {
+  if (ga.pixel_tile == 7)
+    gather_row_tiles<scalar_t, kPartial, 7>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count, c0, count);
+  else
+    gather_row_tiles<scalar_t, kPartial, kPixelTile>(ga, src, ss, w_t, c_stride_w, bias, out, os, n, r, row_count,
+                                                     c0, count);
 }
 
 // Two-row tiles need 8 source + 16 accumulator vectors: only where there are 32 registers.
