@@ -22,6 +22,12 @@ namespace {
 constexpr int64_t kStreamOutputBytes = int64_t(8) << 20;
 // Output rows between the filter gradient's prefetch and its use.
 constexpr int64_t kPrefetchRows = 2;
+// The filter gradient's row groups (weight_grad_channels_last): grad_out and x rows of all
+// channels that fit in a quarter of a server core's L2 (1-2 MiB), leaving room for the
+// neighbouring lines the hardware fetches and the next group's prefetched rows. Without the
+// groups, a 56x56 x 144 3x3 layer ran at half PyTorch's speed: one channel block walking down 28
+// rows of 56 pixels streamed 1.8 MB, and the next block found its lines evicted.
+constexpr int64_t kFilterGradGroupBytes = int64_t(256) << 10;
 
 template <typename scalar_t>
 void gather_rows(const Gather& ga, const scalar_t* src, Strides4 ss, const at::opmath_type<scalar_t>* w_t,
@@ -72,6 +78,9 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
   const int64_t chunk_size = (taps + 1) * c_stride;
   std::vector<acc_t> partial(chunks * chunk_size, acc_t(0));
   const auto interior = interior_output_columns(g);
+  // Bytes of grad_out and x that one more output row brings in, all channels.
+  const int64_t row_bytes = (g.out_w + g.stride_h * g.in_w) * g.channels * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t group_rows = std::max<int64_t>(1, kFilterGradGroupBytes / row_bytes);
   // grad_out's row and the source rows that output row `row` reads and row - 1 did not,
   // channels [c0, c0 + count).
   auto prefetch_rows_ahead = [&](int64_t row, int64_t c0, int64_t count) {
@@ -87,16 +96,22 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
       acc_t* part = partial.data() + chunk * (taps + 1) * c_stride;
       acc_t* bias_part = part + taps * c_stride;
       // Channel blocks outside, rows inside: consecutive rows share all but stride_h of their
-      // source rows, and one channel block of those stays in L1 from row to row.
+      // source rows, and one channel block of those stays in L1 from row to row. The rows go in
+      // groups that fit in L2 with all their channels, so that each cache line, fetched once
+      // with its neighbours by the hardware, is still there when the next channel block reads
+      // it. Per channel block the rows are still summed in order: the result is the same.
       const int64_t row_begin = rows * chunk / chunks, row_end = rows * (chunk + 1) / chunks;
-      for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
-        const int64_t count = std::min<int64_t>(V, g.channels - c0);
-        for (int64_t row = row_begin; row < row_end; ++row) {
-          const int64_t n = row / g.out_h, oh = row % g.out_h;
-          if (row + kPrefetchRows < row_end) prefetch_rows_ahead(row + kPrefetchRows, c0, count);
-          const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
-          filter_grad_row(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, interior, c0, count, grad_w != nullptr,
-                          part, c_stride, grad_b ? bias_part + c0 : nullptr);
+      for (int64_t group = row_begin; group < row_end; group += group_rows) {
+        const int64_t group_end = std::min(row_end, group + group_rows);
+        for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
+          const int64_t count = std::min<int64_t>(V, g.channels - c0);
+          for (int64_t row = group; row < group_end; ++row) {
+            const int64_t n = row / g.out_h, oh = row % g.out_h;
+            if (row + kPrefetchRows < group_end) prefetch_rows_ahead(row + kPrefetchRows, c0, count);
+            const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
+            filter_grad_row(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, interior, c0, count,
+                            grad_w != nullptr, part, c_stride, grad_b ? bias_part + c0 : nullptr);
+          }
         }
       }
     }
