@@ -251,16 +251,21 @@ constexpr bool kTwoRowTiles = false;
 // Output rows per gather_row call: two for dense-row gathers where two-row tiles fit, else one.
 inline int64_t rows_per_call(const Gather& ga) { return (kTwoRowTiles && ga.dense_rows) ? 2 : 1; }
 
-// Filter-gradient partial sums of one output row (n, oh) for kTaps taps (any kernel rows and
-// columns, see for_each_tap_group), one vector accumulator per tap.
-// tap_elements[t]: element offset of tap t's source pixel from output column 0's anchor in x;
-// col_offset[t]: its column offset, to bounds-check border columns; partial_of[t]: where its sum goes.
-// The bias gradient, the row's sum of grad_out, is added to bias_partial unless it is null.
+// Filter-gradient partial sums of row_count consecutive output rows (n, oh ..) for kTaps taps
+// (any kernel rows and columns, see for_each_tap_group), one vector accumulator per tap, kept in
+// registers across the rows (on 7- and 14-pixel rows, adding them to memory after every row cost
+// as much as the row's multiply-adds). The rows must share their taps: all inside the input, or
+// row_count 1. tap_elements[t]: element offset of tap t's source pixel from the first row's output
+// column 0 anchor in x; col_offset[t]: its column offset, to bounds-check border columns;
+// partial_of[t]: where its sum goes. Row r + 1 starts gy_row_step elements after row r in grad_out
+// and x_row_step after it in x. The bias gradient, the rows' sum of grad_out, is added to
+// bias_partial unless it is null.
 template <typename scalar_t, int kTaps, bool kPartial>
 void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_anchor,
                           int64_t x_pixel, const int64_t* tap_elements, const int64_t* col_offset, int64_t ow_lo,
                           int64_t ow_hi, int64_t count, at::opmath_type<scalar_t>* const* partial_of,
-                          at::opmath_type<scalar_t>* bias_partial) {
+                          at::opmath_type<scalar_t>* bias_partial, int64_t row_count, int64_t gy_row_step,
+                          int64_t x_row_step) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<acc_t>;
   Vec acc[kTaps];
@@ -271,19 +276,21 @@ void weight_grad_row_taps(const ConvGeometry& g, const scalar_t* gy_row, int64_t
   // One base pointer per output column plus per-tap element offsets: the addressing modes
   // do the rest, so the loop is loads and FMAs.
   const int64_t in_w = g.in_w, stride_w = g.stride_w;
-  const scalar_t* x_base = x_anchor;
-  const scalar_t* gy_px = gy_row;
-  for (int64_t ow = 0; ow < g.out_w; ++ow, x_base += x_pixel, gy_px += gy_step) {
-    const Vec gv = load_channels<scalar_t, kPartial>(gy_px, count);
-    bias_acc = bias_acc + gv;
-    if (ow >= ow_lo && ow < ow_hi) {
-      for (int t = 0; t < kTaps; ++t)
-        acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
-    } else {
-      for (int t = 0; t < kTaps; ++t) {
-        const int64_t iw = ow * stride_w + col_offset[t];
-        if (iw < 0 || iw >= in_w) continue;
-        acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
+  for (int64_t row = 0; row < row_count; ++row, x_anchor += x_row_step, gy_row += gy_row_step) {
+    const scalar_t* x_base = x_anchor;
+    const scalar_t* gy_px = gy_row;
+    for (int64_t ow = 0; ow < g.out_w; ++ow, x_base += x_pixel, gy_px += gy_step) {
+      const Vec gv = load_channels<scalar_t, kPartial>(gy_px, count);
+      bias_acc = bias_acc + gv;
+      if (ow >= ow_lo && ow < ow_hi) {
+        for (int t = 0; t < kTaps; ++t)
+          acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
+      } else {
+        for (int t = 0; t < kTaps; ++t) {
+          const int64_t iw = ow * stride_w + col_offset[t];
+          if (iw < 0 || iw >= in_w) continue;
+          acc[t] = at::vec::fmadd(gv, load_channels<scalar_t, kPartial>(x_base + elements[t], count), acc[t]);
+        }
       }
     }
   }
@@ -304,13 +311,15 @@ void bias_grad_row(const scalar_t* gy_row, int64_t gy_step, int64_t out_w, int64
   total.store(bias_partial);
 }
 
-// The taps of output row oh whose kernel row lands inside the input, in tap order, grouped
-// as for_each_tap_group does; x_n is image n of x, offset to channel c0. bias_partial as in
+// The taps of output rows oh .. oh + row_count - 1 whose kernel row lands inside the input (the
+// same for every one of those rows, see weight_grad_row_taps), in tap order, grouped as
+// for_each_tap_group does; x_n is image n of x, offset to channel c0. bias_partial as in
 // weight_grad_row_taps.
 template <typename scalar_t, bool kPartial>
 void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
-                     int64_t oh, int64_t ow_lo, int64_t ow_hi, int64_t c0, int64_t count,
-                     at::opmath_type<scalar_t>* partial, int64_t c_stride, at::opmath_type<scalar_t>* bias_partial) {
+                     int64_t oh, int64_t row_count, int64_t gy_row_step, int64_t ow_lo, int64_t ow_hi, int64_t c0,
+                     int64_t count, at::opmath_type<scalar_t>* partial, int64_t c_stride,
+                     at::opmath_type<scalar_t>* bias_partial) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t kMaxTaps = 64;
   int64_t tap_elements[kMaxTaps], col_offset[kMaxTaps];
@@ -322,7 +331,7 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
     for_each_sized_tap_group(taps, [&](int64_t first, auto taps_c) {
       weight_grad_row_taps<scalar_t, decltype(taps_c)::value, kPartial>(
           g, gy_row, gy_step, x_n, g.stride_w * xs.w, tap_elements + first, col_offset + first, ow_lo, ow_hi, count,
-          partial_of + first, bias_partial);
+          partial_of + first, bias_partial, row_count, gy_row_step, g.stride_h * xs.h);
       bias_partial = nullptr;
     });
     taps = 0;
@@ -338,26 +347,48 @@ void weight_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_s
     }
   }
   flush();
-  if (bias_partial) bias_grad_row<scalar_t, kPartial>(gy_row, gy_step, g.out_w, count, bias_partial);
+  if (bias_partial)
+    for (int64_t row = 0; row < row_count; ++row)
+      bias_grad_row<scalar_t, kPartial>(gy_row + row * gy_row_step, gy_step, g.out_w, count, bias_partial);
 }
 
-// One output row's filter-gradient and/or bias-gradient sums for channels [c0, c0 + count),
-// count <= one vector; gy_row and x_n are offset to channel c0, as in weight_grad_row.
+// The filter-gradient and/or bias-gradient sums of output rows oh .. oh + row_count - 1 (rows
+// that share their taps, see rows_sharing_taps) for channels [c0, c0 + count), count <= one
+// vector; gy_row and x_n are offset to channel c0, as in weight_grad_row, and grad_out's rows
+// are gy_row_step elements apart.
 template <typename scalar_t>
-void filter_grad_row(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
-                     int64_t oh, std::pair<int64_t, int64_t> interior, int64_t c0, int64_t count, bool need_weight,
-                     at::opmath_type<scalar_t>* partial, int64_t c_stride, at::opmath_type<scalar_t>* bias_partial) {
+void filter_grad_rows(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_step, const scalar_t* x_n, Strides4 xs,
+                      int64_t oh, int64_t row_count, int64_t gy_row_step, std::pair<int64_t, int64_t> interior,
+                      int64_t c0, int64_t count, bool need_weight, at::opmath_type<scalar_t>* partial,
+                      int64_t c_stride, at::opmath_type<scalar_t>* bias_partial) {
   const bool full = count == VecIO<scalar_t>::kWidth;
   if (!need_weight) {
-    if (full) bias_grad_row<scalar_t, false>(gy_row, gy_step, g.out_w, count, bias_partial);
-    else bias_grad_row<scalar_t, true>(gy_row, gy_step, g.out_w, count, bias_partial);
+    for (int64_t row = 0; row < row_count; ++row, gy_row += gy_row_step) {
+      if (full) bias_grad_row<scalar_t, false>(gy_row, gy_step, g.out_w, count, bias_partial);
+      else bias_grad_row<scalar_t, true>(gy_row, gy_step, g.out_w, count, bias_partial);
+    }
   } else if (full) {
-    weight_grad_row<scalar_t, false>(g, gy_row, gy_step, x_n, xs, oh, interior.first, interior.second, c0, count,
-                                     partial, c_stride, bias_partial);
+    weight_grad_row<scalar_t, false>(g, gy_row, gy_step, x_n, xs, oh, row_count, gy_row_step, interior.first,
+                                     interior.second, c0, count, partial, c_stride, bias_partial);
   } else {
-    weight_grad_row<scalar_t, true>(g, gy_row, gy_step, x_n, xs, oh, interior.first, interior.second, c0, count,
-                                    partial, c_stride, bias_partial);
+    weight_grad_row<scalar_t, true>(g, gy_row, gy_step, x_n, xs, oh, row_count, gy_row_step, interior.first,
+                                    interior.second, c0, count, partial, c_stride, bias_partial);
   }
+}
+
+// Output rows [first, last) whose filter taps all land inside the input (rows that share their taps).
+inline std::pair<int64_t, int64_t> interior_output_rows(const ConvGeometry& g) {
+  const int64_t first_tap = -g.pad_top, last_tap = (g.kernel_h - 1) * g.dilation_h - g.pad_top;
+  const int64_t first = first_tap >= 0 ? 0 : (-first_tap + g.stride_h - 1) / g.stride_h;
+  const int64_t last =
+      g.in_h - 1 - last_tap >= 0 ? std::min<int64_t>(g.out_h, (g.in_h - 1 - last_tap) / g.stride_h + 1) : 0;
+  return {first, std::max(first, last)};
+}
+
+// How many output rows from oh, at most `limit`, share oh's taps: a run of interior rows, else 1.
+inline int64_t rows_sharing_taps(std::pair<int64_t, int64_t> interior_rows, int64_t oh, int64_t limit) {
+  if (oh < interior_rows.first || oh >= interior_rows.second) return 1;
+  return std::max<int64_t>(1, std::min(limit, interior_rows.second - oh));
 }
 
 // Output columns [first, last) whose filter taps all land inside the input row.

@@ -78,6 +78,7 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
   const int64_t chunk_size = (taps + 1) * c_stride;
   std::vector<acc_t> partial(chunks * chunk_size, acc_t(0));
   const auto interior = interior_output_columns(g);
+  const auto interior_rows = interior_output_rows(g);
   // Bytes of grad_out and x that one more output row brings in, all channels.
   const int64_t row_bytes = (g.out_w + g.stride_h * g.in_w) * g.channels * static_cast<int64_t>(sizeof(scalar_t));
   const int64_t group_rows = std::max<int64_t>(1, kFilterGradGroupBytes / row_bytes);
@@ -105,12 +106,14 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* gy, Stride
         const int64_t group_end = std::min(row_end, group + group_rows);
         for (int64_t c0 = 0; c0 < g.channels; c0 += V) {
           const int64_t count = std::min<int64_t>(V, g.channels - c0);
-          for (int64_t row = group; row < group_end; ++row) {
+          for (int64_t row = group, run; row < group_end; row += run) {
             const int64_t n = row / g.out_h, oh = row % g.out_h;
-            if (row + kPrefetchRows < group_end) prefetch_rows_ahead(row + kPrefetchRows, c0, count);
+            run = rows_sharing_taps(interior_rows, oh, group_end - row);
+            for (int64_t ahead = row + kPrefetchRows; ahead < std::min(group_end, row + run + kPrefetchRows); ++ahead)
+              prefetch_rows_ahead(ahead, c0, count);
             const scalar_t* gy_row = gy + n * gs.n + oh * gs.h;
-            filter_grad_row(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, interior, c0, count,
-                            grad_w != nullptr, part, c_stride, grad_b ? bias_part + c0 : nullptr);
+            filter_grad_rows(g, gy_row + c0, gs.w, x + n * xs.n + c0, xs, oh, run, gs.h, interior, c0, count,
+                             grad_w != nullptr, part, c_stride, grad_b ? bias_part + c0 : nullptr);
           }
         }
       }

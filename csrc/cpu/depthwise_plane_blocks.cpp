@@ -104,6 +104,7 @@ void backward_blocks(const ConvGeometry& g, const at::Tensor& grad_out, const at
   const int64_t blocks = (g.channels + kBlockPlanes - 1) / kBlockPlanes;
   std::vector<acc_t> sums((need_weight || need_bias) ? g.batch * blocks * sums_size : 0, acc_t(0));
   const auto interior = interior_output_columns(g);
+  const auto interior_rows = interior_output_rows(g);
   const scalar_t* gy_ptr = grad_out.const_data_ptr<scalar_t>();
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
   const acc_t* w_ptr = w_t.const_data_ptr<acc_t>();
@@ -124,11 +125,13 @@ void backward_blocks(const ConvGeometry& g, const at::Tensor& grad_out, const at
     acc_t* task_sums = sums.data() + task * sums_size;
     acc_t* bias_sums = need_bias ? task_sums + taps * kBlockPlanes : nullptr;
     if (need_weight) planes_to_pixels(x_ptr + n * xs.n + c0 * xs.c, xs.c, count, in_pixels, in_block.data());
-    for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    for (int64_t oh = 0, run; oh < g.out_h; oh += run) {
+      run = rows_sharing_taps(interior_rows, oh, g.out_h - oh);
       const scalar_t* gy_row = gy_block.data() + oh * out_block_strides.h;
       for (int64_t c = 0; c < count; c += V)
-        filter_grad_row(g, gy_row + c, kBlockPlanes, in_block.data() + c, in_block_strides, oh, interior, c,
-                        std::min(V, count - c), need_weight, task_sums, kBlockPlanes, bias_sums ? bias_sums + c : nullptr);
+        filter_grad_rows(g, gy_row + c, kBlockPlanes, in_block.data() + c, in_block_strides, oh, run,
+                         out_block_strides.h, interior, c, std::min(V, count - c), need_weight, task_sums,
+                         kBlockPlanes, bias_sums ? bias_sums + c : nullptr);
     }
   });
   if (!need_weight && !need_bias) return;
