@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include "cpu/depthwise_cpu.h"
+#include "cpu_autograd.h"
 
 namespace dsconv_ext {
 namespace cpu {
@@ -19,53 +20,53 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Same rule as dsconv_ext.conv_args.is_channels_last: decided by strides, so slices of a
-// channels_last tensor count too; the output and gradients keep that layout.
+at::Tensor conv2d_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return depthwise_forward(x, weight, bias, stride, padding, dilation, is_channels_last(x));
+}
+
+}  // namespace
+
 bool is_channels_last(const at::Tensor& x) {
   if (x.dim() != 4 || x.is_contiguous()) return false;
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return true;
   return x.stride(1) < x.stride(3) && x.stride(1) < x.stride(2);
 }
 
-at::Tensor conv2d_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return depthwise_forward(x, weight, bias, stride, padding, dilation, is_channels_last(x));
-}
-
-at::Tensor conv2d_below_autograd(const at::Tensor& x, const at::Tensor& weight,
-                                 const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                 at::IntArrayRef padding, at::IntArrayRef dilation) {
+at::Tensor depthwise_below_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("dsconv_ext::_cpu_depthwise_conv2d", "")
                              .typed<decltype(conv2d_kernel)>();
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op.call(x, weight, bias, stride, padding, dilation);
 }
 
-// Through the dispatcher, so torch.compile traces the backward with the op's fake kernel.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_out, const at::Tensor& x,
-                                                           const at::Tensor& weight, at::IntArrayRef stride,
-                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                           bool need_input, bool need_weight, bool need_bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool need_input, bool need_weight, bool need_bias) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("dsconv_ext::_cpu_depthwise_backward", "")
                              .typed<decltype(depthwise_backward)>();
-  return op.call(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias,
-                 is_channels_last(x));
+  return op.call(grad_out.to(x.scalar_type()), x, weight, stride, padding, dilation, need_input, need_weight,
+                 need_bias, is_channels_last(x));
 }
+
+namespace {
 
 class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2dFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
     ctx->save_for_backward({x, weight});
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["dilation"] = dilation.vec();
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     if (bias.has_value() && bias->defined()) ctx->saved_data["bias_dtype"] = bias->scalar_type();
-    return conv2d_below_autograd(x, weight, bias, stride, padding, dilation);
+    return depthwise_below_autograd(x, weight, bias, stride, padding, dilation);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -80,11 +81,10 @@ class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2d
     const auto stride = ctx->saved_data["stride"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
     const auto dilation = ctx->saved_data["dilation"].toIntVector();
-    at::Tensor grad_out = grad_outputs[0];
-    if (!grad_out.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    grad_out = grad_out.to(x.scalar_type());
+    const at::Tensor& grad_out = grad_outputs[0];
+    if (!grad_out.defined()) return variable_list(6);
     auto [grad_x, grad_w, grad_b] =
-        backward_op(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias);
+        depthwise_backward_op(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias);
     return {need_input ? grad_x : at::Tensor(),
             need_weight ? grad_w.to(weight.scalar_type()) : at::Tensor(),
             need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .families.bank import master8
 from .functional import bank_conv2d, depthwise_conv2d, dog_conv2d
 from .modules import DoGConv2d
-from .timing import median_ms
+from .timing import interleaved_medians_ms
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class Row:
     ours_fwd_bwd_ms: float
     fwd_peak_share: float
     fwd_bwd_peak_share: float
+    # minor page faults per forward+backward call: memory the heap handed back to the kernel and
+    # faulted in again, the main source of run-to-run noise on small machines
+    torch_fwd_bwd_page_faults: float = 0.0
+    ours_fwd_bwd_page_faults: float = 0.0
 
     @property
     def fwd_speedup(self) -> float:
@@ -119,15 +123,17 @@ def measure(shape: Shape, op: str, layout: str, dtype: torch.dtype, repeats: int
     else:
         raise ValueError(op)
     reference = lambda: F.conv2d(x, weight, bias, shape.stride, pad, 1, c)
-    times = {
-        "torch_fwd_ms": median_ms(reference, repeats),
-        "ours_fwd_ms": median_ms(ours, repeats),
-        "torch_fwd_bwd_ms": median_ms(_fwd_bwd(reference, (x, weight, bias)), repeats),
-        "ours_fwd_bwd_ms": median_ms(_fwd_bwd(ours, inputs), repeats),
-    }
+    faults = {}
+    times = interleaved_medians_ms({
+        "torch_fwd_ms": reference,
+        "ours_fwd_ms": ours,
+        "torch_fwd_bwd_ms": _fwd_bwd(reference, (x, weight, bias)),
+        "ours_fwd_bwd_ms": _fwd_bwd(ours, inputs),
+    }, repeats, warmup=2, faults=faults)
     share = lambda passes, ms: passes * shape.fmas() / (ms * 1e-3) / peak if peak else float("nan")
     return Row(group, shape.label(), op, layout, str(dtype).replace("torch.", ""), **times,
-               fwd_peak_share=share(1, times["ours_fwd_ms"]), fwd_bwd_peak_share=share(3, times["ours_fwd_bwd_ms"]))
+               fwd_peak_share=share(1, times["ours_fwd_ms"]), fwd_bwd_peak_share=share(3, times["ours_fwd_bwd_ms"]),
+               torch_fwd_bwd_page_faults=faults["torch_fwd_bwd_ms"], ours_fwd_bwd_page_faults=faults["ours_fwd_bwd_ms"])
 
 
 def plan(quick: bool):
@@ -148,6 +154,12 @@ def geomean(values: List[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def allocator_note() -> str:
+    """How this process's heap was set up: the benchmark's numbers depend on it (see README)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "").strip()
+    return f"glibc with GLIBC_TUNABLES={tunables}" if tunables else "glibc defaults"
+
+
 def machine_stamp(peak: Optional[float]) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -161,7 +173,7 @@ def machine_stamp(peak: Optional[float]) -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"device": "cpu", "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "commit": commit,
+            "torch": torch.__version__, "commit": commit, "allocator": allocator_note(),
             "fma_peak_gflops": round(peak / 1e9, 1) if peak else None}
 
 
@@ -206,7 +218,8 @@ def run(quick: bool = False, repeats: int = 5, out_dir: Optional[str] = "benchma
         (directory / "bench-cpu.json").write_text(json.dumps(payload, indent=1))
         header = [f"Measured on {stamp['cpu']} ({stamp['cores']} cores, {stamp['threads']} threads, "
                   f"fp32 FMA peak {stamp['fma_peak_gflops']} GFMA/s), torch {stamp['torch']}, commit "
-                  f"{stamp['commit']}, with `dsconv-ext bench`. Times are medians of {repeats} runs.", ""]
+                  f"{stamp['commit']}, with `dsconv-ext bench`, allocator: {stamp['allocator']}. Times are "
+                  f"medians of {repeats} runs, PyTorch's and ours timed in turns.", ""]
         (directory / "bench-cpu.md").write_text("\n".join(header + summary(rows) + [""] + format_table(rows)) + "\n")
         print(f"\nwrote {directory / 'bench-cpu.json'} and {directory / 'bench-cpu.md'}")
     return rows

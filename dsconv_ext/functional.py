@@ -74,7 +74,7 @@ def depthwise_conv2d(
     if backend == "triton":  # a triton_op: torch.compile traces into its kernels
         return torch.ops.dsconv_ext.triton_depthwise_conv2d(
             x, weight, bias, list(args.stride), args.padding, list(args.dilation))
-    if backend == "cpu" and cpu_native_op.AVAILABLE:  # autograd in C++: no Python per call
+    if backend == "cpu" and cpu_native_op.AVAILABLE:  # autograd in C++: no Python work per call
         return cpu_native_op.cpu_depthwise_conv2d(x, weight, bias, list(args.stride), args.padding,
                                                   list(args.dilation))
     return torch.ops.dsconv_ext.depthwise_conv2d(
@@ -115,6 +115,9 @@ def dog_conv2d(
     if backend == "triton":
         return torch.ops.dsconv_ext.triton_dog_conv2d(
             x, params, list(args.kernel_size), bias, list(args.stride), args.padding, list(args.dilation), profile)
+    if backend == "cpu" and cpu_native_op.AVAILABLE:
+        return cpu_native_op.cpu_dog_conv2d(x, params, list(args.kernel_size), bias, list(args.stride), args.padding,
+                                            list(args.dilation), profile)
     return torch.ops.dsconv_ext.dog_conv2d(
         x, params, list(args.kernel_size), bias, list(args.stride), args.padding, list(args.dilation),
         profile, backend,
@@ -162,6 +165,9 @@ def bank_conv2d(
     if backend == "triton":
         return torch.ops.dsconv_ext.triton_bank_conv2d(
             x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation))
+    if backend == "cpu" and cpu_native_op.AVAILABLE:
+        return cpu_native_op.cpu_bank_conv2d(x, bank, coeffs, offset, bias, list(args.stride), args.padding,
+                                             list(args.dilation))
     return torch.ops.dsconv_ext.bank_conv2d(
         x, bank, coeffs, offset, bias, list(args.stride), args.padding, list(args.dilation), backend,
     )

@@ -1,22 +1,47 @@
 """Wall-clock timing for demos and benchmarks: warm-up, then the median of several runs."""
 
+import resource
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Dict
+
+
+def _sync():
+    import torch
+
+    return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in milliseconds (CUDA work is synchronised)."""
-    import torch
+    return interleaved_medians_ms({"fn": fn}, repeats, warmup)["fn"]
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def interleaved_medians_ms(fns: Dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                           faults: Dict[str, float] = None) -> Dict[str, float]:
+    """Median wall time in ms of each function, timed in turns (one run of each per round), so
+    that a slow spell of the machine (another tenant, the heap being trimmed and faulted back in)
+    falls on all of them alike instead of on whichever ran then. ``faults``, when given, receives
+    each function's minor page faults per call."""
+    sync = _sync()
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
-    samples = []
+    samples = {name: [] for name in fns}
+    fault_counts = {name: 0 for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            before = _minor_faults()
+            start = time.perf_counter()
+            fn()
+            sync()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+            fault_counts[name] += _minor_faults() - before
+    if faults is not None:
+        faults.update({name: count / repeats for name, count in fault_counts.items()})
+    return {name: statistics.median(values) for name, values in samples.items()}

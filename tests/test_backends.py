@@ -24,18 +24,17 @@ def record(monkeypatch):
                 return _fn(*args, **kwargs)
 
             monkeypatch.setitem(table, name, wrapper)
-    # The functional ops send cpu-backend depthwise calls to the op with C++ autograd instead of
-    # the tables: its forward is seen here, its backward by a hook on the output's gradient.
-    native = cpu_native_op.cpu_depthwise_conv2d
+    # The functional ops send cpu-backend calls to the ops with C++ autograd instead of the
+    # tables: their forward is seen here, their backward by a hook on the output's gradient.
+    for name in ("cpu_depthwise_conv2d", "cpu_dog_conv2d", "cpu_bank_conv2d"):
+        def native_wrapper(*args, _native=getattr(cpu_native_op, name), **kwargs):
+            calls.append(("forward", "cpu"))
+            y = _native(*args, **kwargs)
+            if y.requires_grad:
+                y.register_hook(lambda grad: calls.append(("backward", "cpu")))
+            return y
 
-    def native_wrapper(*args, **kwargs):
-        calls.append(("forward", "cpu"))
-        y = native(*args, **kwargs)
-        if y.requires_grad:
-            y.register_hook(lambda grad: calls.append(("backward", "cpu")))
-        return y
-
-    monkeypatch.setattr(cpu_native_op, "cpu_depthwise_conv2d", native_wrapper)
+        monkeypatch.setattr(cpu_native_op, name, native_wrapper)
     return calls
 
 

@@ -104,3 +104,103 @@ def test_gradcheck_native_op_fp64():
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
     fn = lambda x, w, b: ops._cpu_depthwise_conv2d(x, w, b, [2, 1], [1, 0, 0, 1], [1, 2])
     assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+# ---- DoG-jet and bank ops (csrc/cpu_family_autograd.cpp) ----------------------------------------
+
+from dsconv_ext.families import dog  # noqa: E402
+from dsconv_ext.families.bank import master8  # noqa: E402
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("profile,bias,geometry", [
+    ("integrated", True, ([1, 1], [1, 2, 2, 1], [1, 1])),
+    ("sampled", False, ([2, 1], [0, 1, 2, 0], [1, 2])),
+], ids=["integrated-bias-s1", "sampled-nobias-s21"])
+def test_opcheck_native_dog(layout, profile, bias, geometry):
+    x = make_input((2, 3, 7, 8), layout, requires_grad=True)
+    params = torch.randn(3, dog.NUM_PARAMS, requires_grad=True)
+    b = torch.randn(3, requires_grad=True) if bias else None
+    check(ops._cpu_dog_conv2d, (x, params, [3, 4], b, *geometry, profile))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("offset,bias", [(True, False), (False, True), (True, True)])
+def test_opcheck_native_bank(layout, offset, bias):
+    x = make_input((2, 3, 7, 8), layout, requires_grad=True)
+    bank = master8(3).requires_grad_(True)
+    coeffs = torch.randn(3, 8, requires_grad=True)
+    off = torch.randn(3, requires_grad=True) if offset else None
+    b = torch.randn(3, requires_grad=True) if bias else None
+    check(ops._cpu_bank_conv2d, (x, bank, coeffs, off, b, [1, 1], [1, 1, 1, 1], [1, 1]))
+
+
+def _family_call(op, x, params, bias, bank=None, offset=None):
+    if op == "dog":
+        return dsconv_ext.dog_conv2d(x, params, (3, 5), bias, stride=(2, 1), padding=(1, 2), backend="cpu")
+    return dsconv_ext.bank_conv2d(x, bank, params, bias, stride=(2, 1), padding=(1, 2), offset=offset, backend="cpu")
+
+
+@pytest.mark.parametrize("op", ["dog", "bank"])
+def test_family_ops_match_the_generic_ops(op):
+    """The C++-autograd ops against the Python custom ops on the same backend: values and every gradient."""
+    torch.manual_seed(0)
+    x = make_input((2, 4, 9, 8), "channels_last", requires_grad=True)
+    bias = torch.randn(4, requires_grad=True)
+    bank = master8((3, 5)).requires_grad_(True)
+    offset = torch.randn(4, requires_grad=True)
+    params = (torch.randn(4, dog.NUM_PARAMS) if op == "dog" else torch.randn(4, 8)).requires_grad_(True)
+    y = _family_call(op, x, params, bias, bank, offset)
+    assert "Conv2dFunction" in y.grad_fn.name()
+    if op == "dog":
+        y_generic = ops.dog_conv2d(x, params, [3, 5], bias, [2, 1], [1, 1, 2, 2], [1, 1], "integrated", "cpu")
+        leaves = (x, params, bias)
+    else:
+        y_generic = ops.bank_conv2d(x, bank, params, offset, bias, [2, 1], [1, 1, 2, 2], [1, 1], "cpu")
+        leaves = (x, bank, params, offset, bias)
+    torch.testing.assert_close(y, y_generic)
+    g = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(y_generic, leaves, g)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("wanted", ["x", "params", "bias", "bank", "offset"])
+def test_family_ops_only_the_gradients_asked_for(wanted):
+    x = make_input((1, 3, 7, 7), "nchw", requires_grad=wanted == "x")
+    bias = torch.randn(3, requires_grad=wanted == "bias")
+    bank = master8((3, 5)).requires_grad_(wanted == "bank")
+    offset = torch.randn(3, requires_grad=wanted == "offset")
+    coeffs = torch.randn(3, 8, requires_grad=wanted == "params")
+    params = torch.randn(3, dog.NUM_PARAMS, requires_grad=wanted == "params")
+    leaf = {"x": x, "params": coeffs, "bias": bias, "bank": bank, "offset": offset}[wanted]
+    y = _family_call("bank", x, coeffs, bias, bank, offset)
+    (grad,) = torch.autograd.grad(y.sum(), (leaf,))
+    assert grad.shape == leaf.shape
+    if wanted in ("x", "params", "bias"):
+        leaf = {"x": x, "params": params, "bias": bias}[wanted]
+        (grad,) = torch.autograd.grad(_family_call("dog", x, params, bias).sum(), (leaf,))
+        assert grad.shape == leaf.shape
+
+
+def test_family_ops_gradcheck_fp64():
+    x = make_input((1, 2, 6, 5), "channels_last", dtype=torch.float64, requires_grad=True)
+    params = torch.randn(2, dog.NUM_PARAMS, dtype=torch.float64, requires_grad=True)
+    coeffs = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    bank = master8(3).double().requires_grad_(True)
+    offset = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    geometry = ([2, 1], [1, 0, 0, 1], [1, 2])
+    assert torch.autograd.gradcheck(lambda x, p, b: ops._cpu_dog_conv2d(x, p, [3, 3], b, *geometry, "sampled"),
+                                    (x, params, bias))
+    assert torch.autograd.gradcheck(lambda x, k, c, o, b: ops._cpu_bank_conv2d(x, k, c, o, b, *geometry),
+                                    (x, bank, coeffs, offset, bias))
+
+
+def test_family_ops_bf16_gradient_dtypes():
+    x = make_input((2, 4, 8, 8), "channels_last", dtype=torch.bfloat16, requires_grad=True)
+    params = torch.randn(4, dog.NUM_PARAMS, requires_grad=True)  # fp32 parameters, bf16 activations
+    bias = torch.randn(4, requires_grad=True)
+    y = dsconv_ext.dog_conv2d(x, params, 5, bias, padding=2, backend="cpu")
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    gx, gp, gb = torch.autograd.grad(y, (x, params, bias), torch.randn_like(y))
+    assert gx.dtype == torch.bfloat16 and gp.dtype == torch.float32 and gb.dtype == torch.float32

@@ -1,0 +1,31 @@
+// Shared pieces of the cpu backend's ops with C++ autograd (cpu_autograd.cpp for explicit
+// filters, cpu_family_autograd.cpp for DoG and bank filters): the layout rule and the depthwise
+// forward and backward called through the dispatcher, so torch.compile traces them with their
+// fake kernels.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace dsconv_ext {
+namespace cpu {
+
+// Same rule as dsconv_ext.conv_args.is_channels_last: decided by strides, so slices of a
+// channels_last tensor count too; the output and gradients keep that layout.
+bool is_channels_last(const at::Tensor& x);
+
+// dsconv_ext::_cpu_depthwise_conv2d below autograd: y [N, C, H', W'] from x [N, C, H, W],
+// weight [C, 1, kh, kw] in x's dtype and bias [C] or none.
+at::Tensor depthwise_below_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation);
+
+// dsconv_ext::_cpu_depthwise_backward: (grad_x in x's dtype and layout, grad_weight [C, 1, kh, kw]
+// and grad_bias [C] in fp32, or fp64 for fp64 input); empty where not asked for.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool need_input, bool need_weight, bool need_bias);
+
+}  // namespace cpu
+}  // namespace dsconv_ext
