@@ -76,6 +76,10 @@ class Row:
     # faulted in again, the main source of run-to-run noise on small machines
     torch_fwd_bwd_page_faults: float = 0.0
     ours_fwd_bwd_page_faults: float = 0.0
+    # DoG / bank rows: our explicit-filter depthwise op on the same input, timed in the same turns,
+    # so the families' own cost is measured against it rather than across rows
+    depthwise_fwd_ms: Optional[float] = None
+    depthwise_fwd_bwd_ms: Optional[float] = None
 
     @property
     def fwd_speedup(self) -> float:
@@ -123,13 +127,17 @@ def measure(shape: Shape, op: str, layout: str, dtype: torch.dtype, repeats: int
     else:
         raise ValueError(op)
     reference = lambda: F.conv2d(x, weight, bias, shape.stride, pad, 1, c)
-    faults = {}
-    times = interleaved_medians_ms({
+    runs = {
         "torch_fwd_ms": reference,
         "ours_fwd_ms": ours,
         "torch_fwd_bwd_ms": _fwd_bwd(reference, (x, weight, bias)),
         "ours_fwd_bwd_ms": _fwd_bwd(ours, inputs),
-    }, repeats, warmup=2, faults=faults)
+    }
+    if op != "depthwise":
+        depthwise = lambda: depthwise_conv2d(x, weight, bias, **conv)
+        runs.update(depthwise_fwd_ms=depthwise, depthwise_fwd_bwd_ms=_fwd_bwd(depthwise, (x, weight, bias)))
+    faults = {}
+    times = interleaved_medians_ms(runs, repeats, warmup=2, faults=faults)
     share = lambda passes, ms: passes * shape.fmas() / (ms * 1e-3) / peak if peak else float("nan")
     return Row(group, shape.label(), op, layout, str(dtype).replace("torch.", ""), **times,
                fwd_peak_share=share(1, times["ours_fwd_ms"]), fwd_bwd_peak_share=share(3, times["ours_fwd_bwd_ms"]),
@@ -194,6 +202,23 @@ def summary(rows: List[Row]) -> List[str]:
         members = [r for r in rows if r.group == group]
         lines.append(f"| {group} | {len(members)} | {geomean([r.fwd_speedup for r in members]):.2f}x | "
                      f"{geomean([r.fwd_bwd_speedup for r in members]):.2f}x |")
+    families = [r for r in rows if r.depthwise_fwd_ms]
+    if families:
+        lines.append(f"| DoG / bank time / our depthwise time | {len(families)} | "
+                     f"{geomean([r.ours_fwd_ms / r.depthwise_fwd_ms for r in families]):.2f} | "
+                     f"{geomean([r.ours_fwd_bwd_ms / r.depthwise_fwd_bwd_ms for r in families]):.2f} |")
+    return lines
+
+
+def family_table(rows: List[Row]) -> List[str]:
+    """DoG and bank rows against our depthwise op on the same input, measured in the same turns."""
+    lines = ["| shape | op | layout | depthwise fwd ms | family fwd ms | ratio | depthwise f+b ms | family f+b ms | "
+             "ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.depthwise_fwd_ms:
+            lines.append(f"| {r.shape} | {r.op} | {r.layout} | {r.depthwise_fwd_ms:.2f} | {r.ours_fwd_ms:.2f} | "
+                         f"{r.ours_fwd_ms / r.depthwise_fwd_ms:.2f} | {r.depthwise_fwd_bwd_ms:.2f} | "
+                         f"{r.ours_fwd_bwd_ms:.2f} | {r.ours_fwd_bwd_ms / r.depthwise_fwd_bwd_ms:.2f} |")
     return lines
 
 
@@ -211,6 +236,9 @@ def run(quick: bool = False, repeats: int = 5, out_dir: Optional[str] = "benchma
               f"{100 * row.fwd_bwd_peak_share:3.0f}%", flush=True)
     print()
     print("\n".join(summary(rows)))
+    if any(r.depthwise_fwd_ms for r in rows):
+        print()
+        print("\n".join(family_table(rows)))
     if out_dir and not quick:
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -220,6 +248,11 @@ def run(quick: bool = False, repeats: int = 5, out_dir: Optional[str] = "benchma
                   f"fp32 FMA peak {stamp['fma_peak_gflops']} GFMA/s), torch {stamp['torch']}, commit "
                   f"{stamp['commit']}, with `dsconv-ext bench`, allocator: {stamp['allocator']}. Times are "
                   f"medians of {repeats} runs, PyTorch's and ours timed in turns.", ""]
-        (directory / "bench-cpu.md").write_text("\n".join(header + summary(rows) + [""] + format_table(rows)) + "\n")
+        families = family_table(rows)
+        body = header + summary(rows) + [""] + format_table(rows)
+        if len(families) > 2:
+            body += ["", "DoG and bank filters against our explicit-filter depthwise op (same input, same turns):", ""]
+            body += families
+        (directory / "bench-cpu.md").write_text("\n".join(body) + "\n")
         print(f"\nwrote {directory / 'bench-cpu.json'} and {directory / 'bench-cpu.md'}")
     return rows
