@@ -1,5 +1,6 @@
 """Wall-clock timing for demos and benchmarks: warm-up, then the median of several runs."""
 
+import random
 import resource
 import statistics
 import time
@@ -25,8 +26,10 @@ def interleaved_medians_ms(fns: Dict[str, Callable[[], object]], repeats: int = 
                            faults: Dict[str, float] = None) -> Dict[str, float]:
     """Median wall time in ms of each function, timed in turns (one run of each per round), so
     that a slow spell of the machine (another tenant, the heap being trimmed and faulted back in)
-    falls on all of them alike instead of on whichever ran then. ``faults``, when given, receives
-    each function's minor page faults per call."""
+    falls on all of them alike instead of on whichever ran then. The order is shuffled each
+    round (with a fixed seed, so runs repeat it), so that what a function leaves in the caches
+    (PyTorch's slow NCHW backward evicts everything) is not always charged to the same successor.
+    ``faults``, when given, receives each function's minor page faults per call."""
     sync = _sync()
     for _ in range(warmup):
         for fn in fns.values():
@@ -34,8 +37,11 @@ def interleaved_medians_ms(fns: Dict[str, Callable[[], object]], repeats: int = 
     sync()
     samples = {name: [] for name in fns}
     fault_counts = {name: 0 for name in fns}
+    names, order = list(fns), random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             before = _minor_faults()
             start = time.perf_counter()
             fn()
