@@ -8,6 +8,8 @@
 // for the cpu backend instead; its fake kernels are registered in dsconv_ext/ops/cpu_native_op.py.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include "cpu/depthwise_cpu.h"
@@ -53,6 +55,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
                  need_bias, is_channels_last(x));
 }
 
+bool double_backward_requested(const std::vector<at::Tensor>& inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+std::vector<at::Tensor> differentiable_once(std::vector<at::Tensor> grads, const std::vector<at::Tensor>& inputs,
+                                            bool double_backward_requested) {
+  if (!double_backward_requested) return grads;
+  // An error node with the backward's inputs' edges: a second backward that reaches any of them
+  // through these gradients raises instead of skipping the missing terms.
+  auto error = c10::make_intrusive<torch::autograd::Error>(
+      "dsconv_ext: the cpu backend's ops are differentiable once; a second backward through their "
+      "gradients (create_graph=True, e.g. a gradient penalty) is not supported",
+      torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs)));
+  for (at::Tensor& g : grads)
+    if (g.defined()) {
+      g = g.detach();
+      torch::autograd::set_history(g, error);
+    }
+  return grads;
+}
+
 namespace {
 
 class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2dFunction> {
@@ -83,12 +109,16 @@ class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2d
     const auto dilation = ctx->saved_data["dilation"].toIntVector();
     const at::Tensor& grad_out = grad_outputs[0];
     if (!grad_out.defined()) return variable_list(6);
+    const std::vector<at::Tensor> inputs = {grad_out, x, weight};
+    const bool twice = double_backward_requested(inputs);
+    at::NoGradGuard no_grad;
     auto [grad_x, grad_w, grad_b] =
         depthwise_backward_op(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias);
-    return {need_input ? grad_x : at::Tensor(),
-            need_weight ? grad_w.to(weight.scalar_type()) : at::Tensor(),
-            need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return differentiable_once({need_input ? grad_x : at::Tensor(),
+                                need_weight ? grad_w.to(weight.scalar_type()) : at::Tensor(),
+                                need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
+                                at::Tensor(), at::Tensor(), at::Tensor()},
+                               inputs, twice);
   }
 };
 

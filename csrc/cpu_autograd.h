@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <tuple>
+#include <vector>
 
 namespace dsconv_ext {
 namespace cpu {
@@ -26,6 +27,15 @@ at::Tensor depthwise_below_autograd(const at::Tensor& x, const at::Tensor& weigh
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool need_input, bool need_weight, bool need_bias);
+
+// The backward formulas are differentiable once, like torch.autograd.function.once_differentiable:
+// they run with grad mode off, and where a graph was asked for (create_graph=True, and the
+// backward's inputs require grad) their results come back behind a node that raises when a
+// second backward reaches it, instead of a graph through backward kernels that have no
+// derivative of their own (which PyTorch would differentiate as zero, silently).
+bool double_backward_requested(const std::vector<at::Tensor>& inputs);
+std::vector<at::Tensor> differentiable_once(std::vector<at::Tensor> grads, const std::vector<at::Tensor>& inputs,
+                                            bool double_backward_requested);
 
 }  // namespace cpu
 }  // namespace dsconv_ext

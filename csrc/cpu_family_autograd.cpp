@@ -96,6 +96,9 @@ class DoGConv2dFunction : public torch::autograd::Function<DoGConv2dFunction> {
     const bool need_input = ctx->needs_input_grad(0), need_params = ctx->needs_input_grad(1);
     const bool need_bias = has_bias && ctx->needs_input_grad(2);
     if (!grad_outputs[0].defined()) return variable_list(8);
+    const std::vector<at::Tensor> inputs = {grad_outputs[0], x, params};
+    const bool twice = double_backward_requested(inputs);
+    at::NoGradGuard no_grad;
     auto [grad_x, grad_w, grad_b] =
         backward_with_saved_geometry(ctx, grad_outputs[0], x, filters.to(x.scalar_type()).unsqueeze(1), need_input,
                                      need_params, need_bias);
@@ -103,9 +106,10 @@ class DoGConv2dFunction : public torch::autograd::Function<DoGConv2dFunction> {
     if (need_params)
       grad_params = dog_filters_vjp_op(params, grad_w.squeeze(1), ctx->saved_data["kernel_size"].toIntVector(),
                                        ctx->saved_data["profile"].toStringRef());
-    return {need_input ? grad_x : at::Tensor(), grad_params, at::Tensor(),
-            need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return differentiable_once({need_input ? grad_x : at::Tensor(), grad_params, at::Tensor(),
+                                need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
+                                at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()},
+                               inputs, twice);
   }
 };
 
@@ -143,7 +147,8 @@ class BankConv2dFunction : public torch::autograd::Function<BankConv2dFunction> 
                             const c10::optional<at::Tensor>& offset, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
     const at::Tensor filters = bank_filters(bank, coeffs, offset);
-    ctx->save_for_backward({x, bank, coeffs, filters});
+    // offset only for differentiable_once's edges: the formulas need the filters, not it.
+    ctx->save_for_backward({x, bank, coeffs, filters, offset.has_value() ? *offset : at::Tensor()});
     save_geometry(ctx, stride, padding, dilation);
     save_optional(ctx, "offset", offset);
     save_optional(ctx, "bias", bias);
@@ -161,6 +166,9 @@ class BankConv2dFunction : public torch::autograd::Function<BankConv2dFunction> 
     const bool need_offset = has_offset && ctx->needs_input_grad(offset_edge);
     const bool need_bias = has_bias && ctx->needs_input_grad(bias_edge);
     if (!grad_outputs[0].defined()) return variable_list(8);
+    const std::vector<at::Tensor> inputs = {grad_outputs[0], x, bank, coeffs, saved[4]};
+    const bool twice = double_backward_requested(inputs);
+    at::NoGradGuard no_grad;
     const bool need_filter = need_bank || need_coeffs || need_offset;
     auto [grad_x, grad_w, grad_b] = backward_with_saved_geometry(ctx, grad_outputs[0], x, bank_weight(filters, bank, x),
                                                                  need_input, need_filter, need_bias);
@@ -174,9 +182,10 @@ class BankConv2dFunction : public torch::autograd::Function<BankConv2dFunction> 
         grad_bank = coeffs.to(g.scalar_type()).t().matmul(g).reshape(bank.sizes()).to(bank.scalar_type());
       if (need_offset) grad_offset = g.sum(1).to(ctx->saved_data["offset_dtype"].toScalarType());
     }
-    return {need_input ? grad_x : at::Tensor(), grad_bank, grad_coeffs, grad_offset,
-            need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return differentiable_once({need_input ? grad_x : at::Tensor(), grad_bank, grad_coeffs, grad_offset,
+                                need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),
+                                at::Tensor(), at::Tensor(), at::Tensor()},
+                               inputs, twice);
   }
 };
 

@@ -204,3 +204,35 @@ def test_family_ops_bf16_gradient_dtypes():
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
     gx, gp, gb = torch.autograd.grad(y, (x, params, bias), torch.randn_like(y))
     assert gx.dtype == torch.bfloat16 and gp.dtype == torch.float32 and gb.dtype == torch.float32
+
+
+# The backward kernels have no derivative of their own: a second backward through the gradients
+# must raise (as with @once_differentiable), never return the missing terms as zeros.
+@pytest.mark.parametrize("op", ["depthwise", "dog", "bank"])
+def test_double_backward_raises_instead_of_dropping_terms(op):
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    params = torch.randn(2, dog.NUM_PARAMS, dtype=torch.float64, requires_grad=True)
+    coeffs = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    offset = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    if op == "depthwise":
+        y, leaf = dsconv_ext.depthwise_conv2d(x, w, padding=1, backend="cpu"), w
+    elif op == "dog":
+        y, leaf = dsconv_ext.dog_conv2d(x, params, 3, padding=1, backend="cpu"), params
+    else:
+        y, leaf = dsconv_ext.bank_conv2d(x, master8(3).double(), coeffs, padding=1, offset=offset, backend="cpu"), offset
+    (gx,) = torch.autograd.grad(y.square().sum(), (x,), create_graph=True)
+    assert gx.requires_grad
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(gx.square().sum() + y.sum(), (leaf,))
+
+
+def test_create_graph_without_a_second_backward_still_works():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    w = torch.randn(2, 1, 3, 3, requires_grad=True)
+    y = dsconv_ext.depthwise_conv2d(x, w, padding=1, backend="cpu")
+    gx, gw = torch.autograd.grad(y.sum(), (x, w), create_graph=True)
+    y_ref = dsconv_ext.depthwise_conv2d(x, w, padding=1, backend="reference")
+    gx_ref, gw_ref = torch.autograd.grad(y_ref.sum(), (x, w))
+    torch.testing.assert_close(gx.detach(), gx_ref)
+    torch.testing.assert_close(gw.detach(), gw_ref)
