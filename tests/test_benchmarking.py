@@ -50,3 +50,15 @@ def test_run_writes_stamped_tables(monkeypatch, tmp_path):
     md = (tmp_path / "bench-cpu.md").read_text()
     assert "geomean f+b speedup" in md and "DoG / bank time / our depthwise time" in md
     assert "| tiny N1 C4 9x9 k3 | dog | nchw |" in md
+
+
+def test_steady_heap_reruns_with_the_tunables():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-m", "dsconv_ext.cli", "bench", "--quick", "--repeats", "1",
+                          "--steady-heap"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "allocator: glibc with GLIBC_TUNABLES=glibc.malloc.trim_threshold=" in out.stdout
