@@ -172,8 +172,13 @@ def machine_stamp(peak: Optional[float]) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        cpu = info.get("model name", cpu)
+        # Virtual machines often show a bare "AMD EPYC": family and model tell the generation.
+        if "cpu family" in info:
+            cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    except OSError:
         pass
     try:
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
