@@ -12,6 +12,8 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "cpu/depthwise_cpu.h"
 #include "cpu_autograd.h"
 
@@ -55,6 +57,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
                  need_bias, is_channels_last(x));
 }
 
+void save_geometry(AutogradContext* ctx, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+  ctx->saved_data["dilation"] = dilation.vec();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_saved_geometry(
+    AutogradContext* ctx, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, bool need_input,
+    bool need_weight, bool need_bias) {
+  return depthwise_backward_op(grad_out, x, weight, ctx->saved_data["stride"].toIntVector(),
+                               ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
+                               need_input, need_weight, need_bias);
+}
+
+void save_optional(AutogradContext* ctx, const char* name, const c10::optional<at::Tensor>& t) {
+  const bool given = t.has_value() && t->defined();
+  ctx->saved_data[std::string("has_") + name] = given;
+  if (given) ctx->saved_data[std::string(name) + "_dtype"] = t->scalar_type();
+}
+
 bool double_backward_requested(const std::vector<at::Tensor>& inputs) {
   if (!at::GradMode::is_enabled()) return false;
   for (const at::Tensor& t : inputs)
@@ -87,11 +109,8 @@ class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2d
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation) {
     ctx->save_for_backward({x, weight});
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    if (bias.has_value() && bias->defined()) ctx->saved_data["bias_dtype"] = bias->scalar_type();
+    save_geometry(ctx, stride, padding, dilation);
+    save_optional(ctx, "bias", bias);
     return depthwise_below_autograd(x, weight, bias, stride, padding, dilation);
   }
 
@@ -104,16 +123,13 @@ class DepthwiseConv2dFunction : public torch::autograd::Function<DepthwiseConv2d
     const bool need_input = ctx->needs_input_grad(0);
     const bool need_weight = ctx->needs_input_grad(1);
     const bool need_bias = has_bias && ctx->needs_input_grad(2);
-    const auto stride = ctx->saved_data["stride"].toIntVector();
-    const auto padding = ctx->saved_data["padding"].toIntVector();
-    const auto dilation = ctx->saved_data["dilation"].toIntVector();
     const at::Tensor& grad_out = grad_outputs[0];
     if (!grad_out.defined()) return variable_list(6);
     const std::vector<at::Tensor> inputs = {grad_out, x, weight};
     const bool twice = double_backward_requested(inputs);
     at::NoGradGuard no_grad;
     auto [grad_x, grad_w, grad_b] =
-        depthwise_backward_op(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias);
+        backward_with_saved_geometry(ctx, grad_out, x, weight, need_input, need_weight, need_bias);
     return differentiable_once({need_input ? grad_x : at::Tensor(),
                                 need_weight ? grad_w.to(weight.scalar_type()) : at::Tensor(),
                                 need_bias ? grad_b.to(ctx->saved_data["bias_dtype"].toScalarType()) : at::Tensor(),

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <tuple>
 #include <vector>
@@ -27,6 +28,18 @@ at::Tensor depthwise_below_autograd(const at::Tensor& x, const at::Tensor& weigh
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_op(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool need_input, bool need_weight, bool need_bias);
+
+// The geometry on ctx->saved_data ("stride", "padding", "dilation"), and the depthwise backward
+// op called with it.
+void save_geometry(torch::autograd::AutogradContext* ctx, at::IntArrayRef stride, at::IntArrayRef padding,
+                   at::IntArrayRef dilation);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_saved_geometry(
+    torch::autograd::AutogradContext* ctx, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    bool need_input, bool need_weight, bool need_bias);
+
+// Saved state of an optional tensor input: "has_<name>" and, when given, "<name>_dtype" (the dtype
+// its gradient is returned in).
+void save_optional(torch::autograd::AutogradContext* ctx, const char* name, const c10::optional<at::Tensor>& t);
 
 // The backward formulas are differentiable once, like torch.autograd.function.once_differentiable:
 // they run with grad mode off, and where a graph was asked for (create_graph=True, and the

@@ -20,31 +20,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-void save_geometry(AutogradContext* ctx, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  ctx->saved_data["stride"] = stride.vec();
-  ctx->saved_data["padding"] = padding.vec();
-  ctx->saved_data["dilation"] = dilation.vec();
-}
-
-// Saved state of an optional tensor input: whether it was given, and its dtype for its gradient.
-void save_optional(AutogradContext* ctx, const char* name, const c10::optional<at::Tensor>& t) {
-  const bool given = t.has_value() && t->defined();
-  ctx->saved_data[std::string("has_") + name] = given;
-  if (given) ctx->saved_data[std::string(name) + "_dtype"] = t->scalar_type();
-}
-
 c10::optional<at::Tensor> bias_like(const c10::optional<at::Tensor>& bias, const at::Tensor& x) {
   if (!bias.has_value() || !bias->defined()) return c10::nullopt;
   return bias->to(x.scalar_type());
-}
-
-// The depthwise backward with the geometry saved on ctx.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_saved_geometry(
-    AutogradContext* ctx, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, bool need_input,
-    bool need_weight, bool need_bias) {
-  return depthwise_backward_op(grad_out, x, weight, ctx->saved_data["stride"].toIntVector(),
-                               ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
-                               need_input, need_weight, need_bias);
 }
 
 // ---- DoG jet -------------------------------------------------------------------------------

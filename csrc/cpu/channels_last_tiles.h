@@ -376,13 +376,24 @@ void filter_grad_rows(const ConvGeometry& g, const scalar_t* gy_row, int64_t gy_
   }
 }
 
-// Output rows [first, last) whose filter taps all land inside the input (rows that share their taps).
-inline std::pair<int64_t, int64_t> interior_output_rows(const ConvGeometry& g) {
-  const int64_t first_tap = -g.pad_top, last_tap = (g.kernel_h - 1) * g.dilation_h - g.pad_top;
-  const int64_t first = first_tap >= 0 ? 0 : (-first_tap + g.stride_h - 1) / g.stride_h;
-  const int64_t last =
-      g.in_h - 1 - last_tap >= 0 ? std::min<int64_t>(g.out_h, (g.in_h - 1 - last_tap) / g.stride_h + 1) : 0;
+// Outputs [first, last) along one axis whose filter taps all land inside the input: those of the
+// first tap's valid range (valid_output_range) that are also in the last tap's.
+inline std::pair<int64_t, int64_t> interior_outputs(int64_t pad, int64_t kernel, int64_t dilation, int64_t stride,
+                                                    int64_t in, int64_t out) {
+  int64_t first, first_tap_end, last_tap_begin, last;
+  valid_output_range(-pad, stride, in, out, first, first_tap_end);
+  valid_output_range((kernel - 1) * dilation - pad, stride, in, out, last_tap_begin, last);
   return {first, std::max(first, last)};
+}
+
+// Output rows whose filter taps all land inside the input (rows that share their taps).
+inline std::pair<int64_t, int64_t> interior_output_rows(const ConvGeometry& g) {
+  return interior_outputs(g.pad_top, g.kernel_h, g.dilation_h, g.stride_h, g.in_h, g.out_h);
+}
+
+// Output columns whose filter taps all land inside the input row.
+inline std::pair<int64_t, int64_t> interior_output_columns(const ConvGeometry& g) {
+  return interior_outputs(g.pad_left, g.kernel_w, g.dilation_w, g.stride_w, g.in_w, g.out_w);
 }
 
 // How many output rows from oh, at most `limit`, share oh's taps: a run of interior rows, else 1.
@@ -391,14 +402,6 @@ inline int64_t rows_sharing_taps(std::pair<int64_t, int64_t> interior_rows, int6
   return std::max<int64_t>(1, std::min(limit, interior_rows.second - oh));
 }
 
-// Output columns [first, last) whose filter taps all land inside the input row.
-inline std::pair<int64_t, int64_t> interior_output_columns(const ConvGeometry& g) {
-  const int64_t first_tap = -g.pad_left, last_tap = (g.kernel_w - 1) * g.dilation_w - g.pad_left;
-  const int64_t first = first_tap >= 0 ? 0 : (-first_tap + g.stride_w - 1) / g.stride_w;
-  const int64_t last =
-      g.in_w - 1 - last_tap >= 0 ? std::min<int64_t>(g.out_w, (g.in_w - 1 - last_tap) / g.stride_w + 1) : 0;
-  return {first, last};
-}
 
 // The forward gather: every tap, steps = stride, offsets = tap * dilation - pad.
 inline Gather forward_gather(const ConvGeometry& g) {

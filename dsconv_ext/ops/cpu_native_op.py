@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from .._native import has_native_op
-from ..conv_args import empty_output, memory_format_of
-from .backend_kernels import accumulation_dtype
+from ..conv_args import empty_output
+from .depthwise_op import empty_backward_outputs
 
 AVAILABLE = has_native_op("_cpu_depthwise_conv2d") and has_native_op("_cpu_dog_conv2d")
 
@@ -56,10 +56,4 @@ if AVAILABLE:
 
     @torch.library.register_fake("dsconv_ext::_cpu_depthwise_backward")
     def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, channels_last):
-        acc = accumulation_dtype(x.dtype)
-        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
-        return (
-            grad_x if need_input else x.new_empty(0),
-            x.new_empty(weight.shape, dtype=acc) if need_weight else x.new_empty(0, dtype=acc),
-            x.new_empty(weight.shape[0], dtype=acc) if need_bias else x.new_empty(0, dtype=acc),
-        )
+        return empty_backward_outputs(x, weight, need_input, need_weight, need_bias)

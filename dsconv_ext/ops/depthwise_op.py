@@ -57,8 +57,10 @@ def depthwise_conv2d_backward_op(
                         deterministic)
 
 
-@depthwise_conv2d_backward_op.register_fake
-def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, deterministic, backend):
+def empty_backward_outputs(x: Tensor, weight: Tensor, need_input: bool, need_weight: bool,
+                           need_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """Uninitialised (grad_x, grad_weight, grad_bias) with the backward ops' shapes, dtypes and
+    layout, empty where not asked for (the fake kernels of every depthwise backward op)."""
     acc = accumulation_dtype(x.dtype)
     grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     grad_w = torch.empty(weight.shape, dtype=acc, device=x.device)
@@ -68,6 +70,11 @@ def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, n
         grad_w if need_weight else x.new_empty(0, dtype=acc),
         grad_b if need_bias else x.new_empty(0, dtype=acc),
     )
+
+
+@depthwise_conv2d_backward_op.register_fake
+def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, deterministic, backend):
+    return empty_backward_outputs(x, weight, need_input, need_weight, need_bias)
 
 
 def backward_filter_grads(ctx, grad_out, x, weight, need_input, need_weight, need_bias):
