@@ -1,8 +1,8 @@
 // dsconv_ext::_cpu_dog_conv2d and dsconv_ext::_cpu_bank_conv2d: the cpu backend's DoG-jet and
 // filter-bank convolutions as registered ops with their autograd formulas in C++, for the same
 // reason as cpu_autograd.cpp (the Python custom ops' autograd costs ~130 us a call). Each call
-// builds its [C, kh, kw] filter once (DoG: _cpu_dog_filters, vectorised over channels; bank: one
-// matmul), keeps it in the accumulation dtype for the backward, and runs the depthwise kernels;
+// builds its [C, kh, kw] filter once (DoG: _cpu_dog_filters, vectorised over channels; bank:
+// _cpu_bank_filters, one pass without BLAS), keeps it in the accumulation dtype for the backward, and runs the depthwise kernels;
 // the backward chain-rules the fp32 filter gradient into the parameters. Parameter layouts and
 // dtypes as in dsconv_ext/ops/dog_op.py and bank_op.py.
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
 
 #include "cpu_autograd.h"
 
@@ -100,12 +101,24 @@ at::Tensor dog_autograd(const at::Tensor& x, const at::Tensor& params, at::IntAr
 // ---- filter bank ---------------------------------------------------------------------------
 
 // w_c = sum_m coeffs[c, m] bank[m] (+ offset[c]): [C, kh * kw] in the promoted dtype of bank,
-// coeffs and fp32 (as families.bank.bank_filters).
+// coeffs and fp32 (as families.bank.bank_filters), through the dispatcher so that torch.compile's
+// fake tensors reach its fake kernel.
 at::Tensor bank_filters(const at::Tensor& bank, const at::Tensor& coeffs, const c10::optional<at::Tensor>& offset) {
-  const auto acc = at::promote_types(at::promote_types(bank.scalar_type(), coeffs.scalar_type()), at::kFloat);
-  at::Tensor filters = at::matmul(coeffs.to(acc), bank.reshape({bank.size(0), -1}).to(acc));
-  if (offset.has_value() && offset->defined()) filters = filters + offset->to(acc).unsqueeze(1);
-  return filters;
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dsconv_ext::_cpu_bank_filters", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
+  return op.call(bank, coeffs, offset);
+}
+
+// (grad_coeffs [C, M], grad_bank [M, kh, kw]) from grad_filters [C, kh * kw], in its dtype.
+std::tuple<at::Tensor, at::Tensor> bank_filters_vjp(const at::Tensor& bank, const at::Tensor& coeffs,
+                                                    const at::Tensor& grad_filters) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("dsconv_ext::_cpu_bank_filters_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                       const at::Tensor&)>();
+  return op.call(bank, coeffs, grad_filters);
 }
 
 at::Tensor bank_weight(const at::Tensor& filters, const at::Tensor& bank, const at::Tensor& x) {
@@ -154,10 +167,11 @@ class BankConv2dFunction : public torch::autograd::Function<BankConv2dFunction> 
     if (need_filter) {
       // grad_filters [C, taps] in the accumulation dtype, chain-ruled as families.bank.bank_filters_vjp.
       const at::Tensor g = grad_w.reshape({grad_w.size(0), -1});
-      const at::Tensor bank_2d = bank.reshape({bank.size(0), -1}).to(g.scalar_type());
-      if (need_coeffs) grad_coeffs = g.matmul(bank_2d.t()).to(coeffs.scalar_type());
-      if (need_bank)
-        grad_bank = coeffs.to(g.scalar_type()).t().matmul(g).reshape(bank.sizes()).to(bank.scalar_type());
+      if (need_coeffs || need_bank) {
+        auto [wide_coeffs, wide_bank] = bank_filters_vjp(bank, coeffs, g);
+        if (need_coeffs) grad_coeffs = wide_coeffs.to(coeffs.scalar_type());
+        if (need_bank) grad_bank = wide_bank.to(bank.scalar_type());
+      }
       if (need_offset) grad_offset = g.sum(1).to(ctx->saved_data["offset_dtype"].toScalarType());
     }
     return differentiable_once({need_input ? grad_x : at::Tensor(), grad_bank, grad_coeffs, grad_offset,

@@ -156,12 +156,36 @@ def test_params_wrong_shape(shape):
         dog_conv(params=torch.randn(*shape))
 
 
+# The cpu backend checks finiteness in C++ (in the synthesis' pass), the others in Python: both say
+# the same thing.
+FINITE_CHECK_BACKENDS = ["cpu", "reference"]
+
+
+@pytest.mark.parametrize("backend", FINITE_CHECK_BACKENDS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_params_not_finite(bad):
+def test_params_not_finite(bad, backend):
     params = params_()
     params[1, 8] = bad
-    with pytest.raises(ValueError, match="params:"):
-        dog_conv(params=params)
+    with pytest.raises(ValueError, match="params: expected finite values"):
+        dog_conv(params=params, backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_params_not_finite_any_dtype(dtype):
+    params = params_().to(dtype)
+    params[2, 0] = float("inf")
+    with pytest.raises(ValueError, match="params: expected finite values"):
+        dog_conv(params=params, x=x_().to(dtype))
+
+
+def test_params_not_finite_in_a_compiled_graph():
+    """Python's check is skipped while tracing; the cpu backend's C++ one still runs in the graph."""
+    compiled = torch.compile(lambda x, p: dsconv_ext.dog_conv2d(x, p, 3, padding=1), fullgraph=True)
+    x, params = x_(), params_()
+    compiled(x, params)
+    params[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="params: expected finite values"):
+        compiled(x, params)
 
 
 def test_params_integer_dtype():
@@ -205,19 +229,30 @@ def test_coeffs_shape_mismatch(shape):
         bank_conv(coeffs=torch.randn(*shape))
 
 
+@pytest.mark.parametrize("backend", FINITE_CHECK_BACKENDS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_coeffs_not_finite(bad):
+def test_coeffs_not_finite(bad, backend):
     coeffs = coeffs_()
     coeffs[2, 3] = bad
-    with pytest.raises(ValueError, match="coeffs:"):
-        bank_conv(coeffs=coeffs)
+    with pytest.raises(ValueError, match="coeffs: expected finite values"):
+        bank_conv(coeffs=coeffs, backend=backend)
 
 
-def test_bank_not_finite():
+@pytest.mark.parametrize("backend", FINITE_CHECK_BACKENDS)
+def test_bank_not_finite(backend):
     bank = master8(3)
     bank[0, 1, 1] = float("nan")
-    with pytest.raises(ValueError, match="bank:"):
-        bank_conv(bank=bank)
+    with pytest.raises(ValueError, match="bank: expected finite values"):
+        bank_conv(bank=bank, backend=backend)
+
+
+def test_bank_not_finite_in_a_compiled_graph():
+    compiled = torch.compile(lambda x, k, c: dsconv_ext.bank_conv2d(x, k, c, padding=1), fullgraph=True)
+    x, bank, coeffs = x_(), master8(3), coeffs_()
+    compiled(x, bank, coeffs)
+    coeffs[1, 1] = float("inf")
+    with pytest.raises(ValueError, match="coeffs: expected finite values"):
+        compiled(x, bank, coeffs)
 
 
 @pytest.mark.parametrize("shape", [(1,), (C, 1), (C + 1,)])
@@ -226,9 +261,10 @@ def test_offset_wrong_shape(shape):
         bank_conv(offset=torch.randn(*shape))
 
 
-def test_offset_not_finite():
-    with pytest.raises(ValueError, match="offset:"):
-        bank_conv(offset=torch.tensor([0.0, float("nan"), 0.0]))
+@pytest.mark.parametrize("backend", FINITE_CHECK_BACKENDS)
+def test_offset_not_finite(backend):
+    with pytest.raises(ValueError, match="offset: expected finite values"):
+        bank_conv(offset=torch.tensor([0.0, float("nan"), 0.0]), backend=backend)
 
 
 def test_bank_on_another_device():

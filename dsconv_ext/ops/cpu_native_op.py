@@ -17,7 +17,7 @@ from .._native import has_native_op
 from ..conv_args import empty_output
 from .depthwise_op import empty_backward_outputs
 
-AVAILABLE = has_native_op("_cpu_depthwise_conv2d") and has_native_op("_cpu_dog_conv2d")
+AVAILABLE = all(has_native_op(name) for name in ("_cpu_depthwise_conv2d", "_cpu_dog_conv2d", "_cpu_bank_filters"))
 
 
 def cpu_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
@@ -53,6 +53,15 @@ if AVAILABLE:
     @torch.library.register_fake("dsconv_ext::_cpu_bank_conv2d")
     def _(x, bank, coeffs, offset, bias, stride, padding, dilation):
         return empty_output(x, bank.shape[1:], stride, padding, dilation)
+
+    @torch.library.register_fake("dsconv_ext::_cpu_bank_filters")
+    def _(bank, coeffs, offset):
+        dtype = torch.promote_types(torch.promote_types(bank.dtype, coeffs.dtype), torch.float32)
+        return coeffs.new_empty((coeffs.shape[0], bank.shape[1] * bank.shape[2]), dtype=dtype)
+
+    @torch.library.register_fake("dsconv_ext::_cpu_bank_filters_backward")
+    def _(bank, coeffs, grad_filters):
+        return grad_filters.new_empty(coeffs.shape), grad_filters.new_empty(bank.shape)
 
     @torch.library.register_fake("dsconv_ext::_cpu_depthwise_backward")
     def _(grad_out, x, weight, stride, padding, dilation, need_input, need_weight, need_bias, channels_last):
