@@ -2,9 +2,9 @@
 // filter-bank convolutions as registered ops with their autograd formulas in C++, for the same
 // reason as cpu_autograd.cpp (the Python custom ops' autograd costs ~130 us a call). Each call
 // builds its [C, kh, kw] filter once (DoG: _cpu_dog_filters, vectorised over channels; bank:
-// _cpu_bank_filters, one pass without BLAS), keeps it in the accumulation dtype for the backward, and runs the depthwise kernels;
-// the backward chain-rules the fp32 filter gradient into the parameters. Parameter layouts and
-// dtypes as in dsconv_ext/ops/dog_op.py and bank_op.py.
+// _cpu_bank_filters, one pass without BLAS), keeps it in the accumulation dtype for the backward,
+// and runs the depthwise kernels; the backward chain-rules the fp32 filter gradient into the
+// parameters. Parameter layouts and dtypes as in dsconv_ext/ops/dog_op.py and bank_op.py.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>

@@ -13,39 +13,14 @@
 #include <algorithm>
 #include <tuple>
 
+#include "finite_check.h"
+
 namespace dsconv_ext {
 namespace cpu {
 namespace {
 
 template <typename S>
 using Vec = at::vec::Vectorized<S>;
-
-template <typename S>
-S lane_sum(const Vec<S>& v) {
-  alignas(64) S lanes[Vec<S>::size()];
-  v.store(lanes);
-  S total = S(0);
-  for (int64_t l = 0; l < Vec<S>::size(); ++l) total += lanes[l];
-  return total;
-}
-
-// x * 0 is 0 for finite x and NaN for NaN or Inf, so one sum of them tells all values apart.
-template <typename S>
-bool all_finite(const S* data, int64_t count) {
-  constexpr int64_t L = Vec<S>::size();
-  Vec<S> acc(S(0));
-  int64_t i = 0;
-  for (; i + L <= count; i += L) acc = at::vec::fmadd(Vec<S>::loadu(data + i), Vec<S>(S(0)), acc);
-  S total = S(0);
-  for (; i < count; ++i) total += data[i] * S(0);
-  return total + lane_sum(acc) == S(0);
-}
-
-void check_finite(const at::Tensor& t, const char* name) {
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "bank_filters_check", [&] {
-    TORCH_CHECK_VALUE(all_finite(t.data_ptr<scalar_t>(), t.numel()), name, ": expected finite values, got NaN or Inf");
-  });
-}
 
 // filters[c, :] = offset[c] + sum_m coeffs[c, m] * bank[m, :], vectorised along the taps; the
 // sum runs over m in order, as the reference's einsum does for these sizes.

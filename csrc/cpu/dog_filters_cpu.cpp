@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "finite_check.h"
+
 namespace dsconv_ext {
 namespace cpu {
 namespace {
@@ -242,24 +244,6 @@ void check_params(const at::Tensor& params, at::IntArrayRef kernel_size) {
   TORCH_CHECK(kernel_size.size() == 2, "dsconv_ext: kernel_size must have 2 entries");
 }
 
-// x * 0 is 0 for finite x and NaN for NaN or Inf, so one sum of them tells all values apart.
-template <typename S>
-bool all_finite(const S* data, int64_t count) {
-  const Vec<S> zero(S(0));
-  Vec<S> acc[4] = {zero, zero, zero, zero};  // four chains hide the add latency
-  constexpr int64_t L = Vec<S>::size();
-  int64_t i = 0;
-  for (; i + 4 * L <= count; i += 4 * L)
-    for (int j = 0; j < 4; ++j) acc[j] = at::vec::fmadd(Vec<S>::loadu(data + i + j * L), zero, acc[j]);
-  S tail = S(0);
-  for (; i < count; ++i) tail += data[i] * S(0);
-  Vec<S> total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  alignas(64) S lanes[L];
-  total.store(lanes);
-  for (int64_t l = 0; l < L; ++l) tail += lanes[l];
-  return tail == S(0);
-}
-
 // Runs body(begin, end) over channel ranges whose starts are multiples of the vector width L, so
 // every range but the last splits into whole vectors plus a scalar tail. A vector of channels
 // costs about a microsecond, and waking the other threads costs tens (more on a virtual machine,
@@ -325,7 +309,7 @@ at::Tensor dog_filters(const at::Tensor& params, at::IntArrayRef kernel_size, st
   const bool integrated = is_integrated(profile);
   const int64_t kh = kernel_size[0], kw = kernel_size[1], channels = params.size(0);
   const at::Tensor p = params.to(at::kDouble).contiguous();
-  TORCH_CHECK_VALUE(all_finite(p.const_data_ptr<double>(), p.numel()), "params: expected finite values, got NaN or Inf");
+  check_finite(p, "params");
   at::Tensor out = at::empty({channels, kh, kw}, p.options());
   synthesize_channels(p.const_data_ptr<double>(), channels, kh, kw, integrated, out.data_ptr<double>());
   return out.to(params.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
