@@ -264,3 +264,28 @@ def test_cpu_channels_last_outputs_written_around_the_cache(channels, stride):
 def test_cpu_tile_widths(width, layout, kernel_size, stride):
     padding = kernel_size[0] // 2
     check_depthwise("cpu", (2, 35, 6, width), kernel_size, stride, padding, 1, True, layout, torch.float32)
+
+
+# Window tiles (gather_tile_window in channels_last_tiles.h): stride-1 gathers of 5 or 7
+# consecutive columns, or 3 in tiles of 8 pixels, load each source row's pixels once for all of
+# a tile's taps; border tiles read the window's pixels outside the row as zero. Row widths give
+# tiles of 7 (14, 21) and of 8 (16, 24, 40) and partial last tiles (19); odd heights give one-
+# and two-row tiles; asymmetric padding moves the window; channel counts off the vector width
+# take the masked tail. Forward and grad-input (flipped columns) both gather; NCHW planes
+# narrower than 16 reach the tiles through the plane blocks.
+WINDOW_CASES = [
+    ((2, 21, 9, 14), (7, 7), 3),
+    ((1, 40, 7, 24), (3, 3), (1, 1, 0, 2)),
+    ((2, 35, 6, 19), (5, 5), 2),
+    ((1, 17, 5, 16), (1, 7), (0, 0, 3, 3)),
+    ((2, 33, 8, 40), (3, 3), 1),
+    ((1, 48, 7, 7), (7, 7), (3, 3, 1, 5)),
+    ((2, 32, 11, 13), (3, 5), (1, 1, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape,kernel_size,padding", WINDOW_CASES)
+def test_cpu_window_tiles(shape, kernel_size, padding, layout, dtype):
+    check_depthwise("cpu", shape, kernel_size, 1, padding, 1, True, layout, dtype)
