@@ -28,6 +28,16 @@ inline int pixel_tile_for(int64_t out_w) {
   return padded(7) < padded(kPixelTile) ? 7 : kPixelTile;
 }
 
+// Whether `offsets` are each integer of [lo, hi] once; if so, index[k] is the position in
+// offsets of offset lo + k.
+inline bool index_consecutive_offsets(const std::vector<int64_t>& offsets, int64_t lo, int64_t hi,
+                                      std::vector<int64_t>& index) {
+  if (hi - lo + 1 != static_cast<int64_t>(offsets.size())) return false;
+  index.assign(offsets.size(), -1);
+  for (size_t k = 0; k < offsets.size(); ++k) index[offsets[k] - lo] = static_cast<int64_t>(k);
+  return std::find(index.begin(), index.end(), -1) == index.end();
+}
+
 // A gather along rows: out(r, q) = bias + sum over taps (i, j) of w[i, j] *
 // src(r * row_step + row_offset_i, q * col_step + col_offset_j), src taken as zero outside
 // [0, src_h) x [0, src_w); out(r, q) is stored at pixel (r * out_row_step + out_row_offset,
@@ -56,29 +66,19 @@ struct Gather {
   // Set by finish(): with col_step 1 and column offsets a run of consecutive integers, a tile's
   // taps along a source row read a window of consecutive pixels (gather_tile_window).
   bool dense_cols = false;
-  std::vector<int64_t> col_of_offset;  // kernel column for offset col_offset_min + k
+  std::vector<int64_t> tap_of_col_offset;  // index into cols for offset col_offset_min + k
 
   void finish() {
     pixel_tile = pixel_tile_for(out_w);
     if (!row_offset.empty()) {
       const auto [lo, hi] = std::minmax_element(row_offset.begin(), row_offset.end());
       min_row_offset = *lo;
-      dense_rows = row_step == 1 && *hi - *lo + 1 == static_cast<int64_t>(row_offset.size());
-      if (dense_rows) {
-        tap_of_row_offset.assign(row_offset.size(), -1);
-        for (size_t k = 0; k < row_offset.size(); ++k) tap_of_row_offset[row_offset[k] - *lo] = k;
-        dense_rows = std::find(tap_of_row_offset.begin(), tap_of_row_offset.end(), -1) == tap_of_row_offset.end();
-      }
+      dense_rows = row_step == 1 && index_consecutive_offsets(row_offset, *lo, *hi, tap_of_row_offset);
     }
     if (col_offset.empty()) return;
     col_offset_min = *std::min_element(col_offset.begin(), col_offset.end());
     col_offset_max = *std::max_element(col_offset.begin(), col_offset.end());
-    dense_cols = col_step == 1 && col_offset_max - col_offset_min + 1 == static_cast<int64_t>(col_offset.size());
-    if (dense_cols) {
-      col_of_offset.assign(col_offset.size(), -1);
-      for (size_t k = 0; k < col_offset.size(); ++k) col_of_offset[col_offset[k] - col_offset_min] = cols[k];
-      dense_cols = std::find(col_of_offset.begin(), col_of_offset.end(), -1) == col_of_offset.end();
-    }
+    dense_cols = col_step == 1 && index_consecutive_offsets(col_offset, col_offset_min, col_offset_max, tap_of_col_offset);
   }
 };
 
@@ -226,7 +226,7 @@ inline void gather_tile_window(const Gather& ga, const scalar_t* src_n, Strides4
   for (int o = 0; o < kRows; ++o)
     for (int t = 0; t < kTile; ++t) acc[o][t] = bias_v;
   int64_t w_col[kTaps];
-  for (int k = 0; k < kTaps; ++k) w_col[k] = ga.col_of_offset[k] * c_stride_w + c0;
+  for (int k = 0; k < kTaps; ++k) w_col[k] = ga.cols[ga.tap_of_col_offset[k]] * c_stride_w + c0;
   const int64_t tap_row_stride = ga.kernel_w * c_stride_w, pixel = ss.w;
   const int64_t window_column = q0 + ga.col_offset_min, src_w = ga.src_w;
   const scalar_t* window_start = src_n + window_column * pixel;
